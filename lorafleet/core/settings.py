@@ -1,0 +1,118 @@
+"""Platform settings: one pydantic-settings model, env prefix ``LORAFLEET_``.
+
+The platform home (``LORAFLEET_HOME``, default ``~/.lorafleet``) holds everything the
+embedded platform writes. Its layout is defined here and nowhere else:
+
+    $LORAFLEET_HOME/
+      bases/<name>/          Hugging Face folder of a base model + base.json (its identity)
+      registry/              the local registry backend (adapter versions, aliases, audit)
+      routes.yaml            the routes file: the one place that decides traffic
+      run/                   pid files of background processes (`platform serve --detach`)
+      logs/                  engine and gateway logs
+      ray/                   Ray Train storage (checkpoints, results)
+      cache/                 derived data safe to delete (eval caches, tokenized data)
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "HomeLayout", "DEFAULT_BASE", "get_settings"]
+
+DEFAULT_BASE = "smollm2-135m-instruct"
+
+
+class HomeLayout:
+    """Paths inside the platform home. Creating folders is left to whoever writes them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def bases(self) -> Path:
+        return self.root / "bases"
+
+    def base(self, name: str) -> Path:
+        return self.bases / name
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def routes_file(self) -> Path:
+        return self.root / "routes.yaml"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+
+class Settings(BaseSettings):
+    """Settings read from ``LORAFLEET_*`` environment variables (and their defaults)."""
+
+    model_config = SettingsConfigDict(env_prefix="LORAFLEET_", extra="forbid")
+
+    home: Path = Field(
+        default=Path("~/.lorafleet"),
+        description="Platform home: bases, local registry, routes file, logs, Ray storage.",
+    )
+    default_base: str = Field(
+        default=DEFAULT_BASE, description="Base model used when a command names none."
+    )
+    registry_url: str | None = Field(
+        default=None,
+        description="Registry location: unset for the local folder in the home, or "
+        "s3://bucket/prefix for an S3-compatible store.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of the S3-compatible store (MinIO, moto, AWS)."
+    )
+    engine_max_loras: int = Field(
+        default=4, ge=1, description="Adapters vLLM keeps active in one batch (--max-loras)."
+    )
+    engine_max_cpu_loras: int = Field(
+        default=16, ge=1, description="Adapters vLLM caches in CPU memory (--max-cpu-loras)."
+    )
+    engine_max_lora_rank: int = Field(
+        default=64, ge=1, description="Largest adapter rank the engine accepts (--max-lora-rank)."
+    )
+    engine_max_model_len: int = Field(
+        default=2048, ge=64, description="Context length the engine serves (--max-model-len)."
+    )
+    engine_kvcache_gib: int = Field(
+        default=1, ge=1, description="KV cache size on the CPU engine (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    engine_start_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long to wait for a starting engine to be healthy."
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @cached_property
+    def layout(self) -> HomeLayout:
+        return HomeLayout(self.home)
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the environment (cheap; tests change the env between calls)."""
+    return Settings()

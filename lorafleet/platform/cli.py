@@ -79,6 +79,12 @@ def base_list(
     Console().print(table)
 
 
+from lorafleet.platform.cli_serve import serve, stop  # noqa: E402
+
+app.command("serve")(serve)
+app.command("stop")(stop)
+
+
 @app.command("quickstart")
 def quickstart() -> None:
     """Pull the default base, start a vLLM engine and ask it one question with the openai client."""

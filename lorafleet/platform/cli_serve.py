@@ -1,0 +1,48 @@
+"""`platform serve` and `platform stop`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from lorafleet.core.settings import get_settings
+
+__all__ = ["serve", "stop"]
+
+
+def serve(
+    base: Annotated[str | None, typer.Option(help="Base model (default: the settings' default base).")] = None,
+    host: Annotated[str, typer.Option(help="Gateway bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
+    engine_url: Annotated[
+        list[str] | None,
+        typer.Option("--engine-url", help="Attach to a running vLLM server instead of starting one (repeatable)."),
+    ] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background (logs and pid file in the home).")] = False,
+) -> None:
+    """Serve the base and its adapters through the OpenAI-compatible gateway.
+
+    Starts a supervised vLLM engine (restarted with backoff if it dies) unless --engine-url
+    is given. The routes file in the home decides which adapter version gets which traffic;
+    edits to it apply within a second.
+    """
+    from lorafleet.core.names import check_name
+    from lorafleet.serving.server import serve_detached, serve_foreground
+
+    settings = get_settings()
+    base = check_name(base or settings.default_base, "--base")
+    urls = engine_url or []
+    if detach:
+        record = serve_detached(settings, base, host, port, urls)
+        typer.echo(f"serving at {record['url']} (pid {record['pid']}, log {record['log']}); stop with `platform stop`")
+        return
+    serve_foreground(settings, base, host, port, urls)
+
+
+def stop() -> None:
+    """Stop what `platform serve --detach` started (gateway and engine)."""
+    from lorafleet.serving.server import stop_detached
+
+    record = stop_detached(get_settings())
+    typer.echo(f"stopped the server at {record['url']} (pid {record['pid']})" if record else "nothing to stop")

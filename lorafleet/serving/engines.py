@@ -1,0 +1,171 @@
+"""The engines the gateway forwards to, and which adapter versions each has loaded.
+
+An adapter version is loaded on an engine on demand, exactly once even when many first
+requests arrive together; versions in use are leased so that, over the engine's limit,
+only idle ones are unloaded (least recently used first). An engine that comes back
+after being down has forgotten its adapters, so its loaded set is cleared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from lorafleet.serving.errors import AdapterLoadFailed, EngineUnavailable
+from lorafleet.serving.upstream import translate
+
+__all__ = ["Engine", "EnginePool", "PathResolver"]
+
+log = logging.getLogger("lorafleet.gateway")
+
+# version (name@N) -> a verified local adapter folder; raises on integrity/compatibility errors
+PathResolver = Callable[[str], Awaitable[Path]]
+
+
+class Engine:
+    """One vLLM OpenAI server, by URL, and the gateway's view of it."""
+
+    def __init__(self, root_url: str, max_loaded: int) -> None:
+        self.root_url = root_url.rstrip("/").removesuffix("/v1")
+        self.max_loaded = max_loaded
+        self.healthy = True
+        self.base_name: str | None = None
+        self.inflight = 0
+        self.loaded: OrderedDict[str, None] = OrderedDict()  # LRU order, oldest first
+        self.in_use: dict[str, int] = {}
+        self.load_locks: dict[str, asyncio.Lock] = {}
+        self.loads_total = 0
+        self.unloads_total = 0
+
+    def forget_adapters(self) -> None:
+        self.loaded.clear()
+
+    def __repr__(self) -> str:
+        return f"Engine({self.root_url}, healthy={self.healthy}, loaded={list(self.loaded)})"
+
+
+class EnginePool:
+    """Picks an engine per request and makes sure it has the requested version loaded."""
+
+    def __init__(self, urls: list[str], client: httpx.AsyncClient, resolve_path: PathResolver,
+                 max_loaded: int) -> None:
+        if not urls:
+            raise ValueError("at least one engine URL is needed")
+        self.engines = [Engine(u, max_loaded) for u in urls]
+        self.client = client
+        self.resolve_path = resolve_path
+
+    # -- health ---------------------------------------------------------------------------
+    async def probe(self, engine: Engine) -> bool:
+        try:
+            ok = (await self.client.get(f"{engine.root_url}/health", timeout=2.0)).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        if ok and not engine.healthy:
+            log.warning("engine %s is back; its adapters will be reloaded on demand", engine.root_url)
+            engine.forget_adapters()
+        if not ok and engine.healthy:
+            log.warning("engine %s is down", engine.root_url)
+        engine.healthy = ok
+        return ok
+
+    async def discover(self, engine: Engine) -> None:
+        """Learn the base name and the adapters an engine already has (after a gateway restart)."""
+        resp = await self.client.get(f"{engine.root_url}/v1/models", timeout=5.0)
+        resp.raise_for_status()
+        for m in resp.json()["data"]:
+            if m.get("parent"):
+                engine.loaded[m["id"]] = None
+            else:
+                engine.base_name = m["id"]
+
+    async def watch_health(self, interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.gather(*(self.probe(e) for e in self.engines))
+            await asyncio.sleep(interval_s)
+
+    @property
+    def base_name(self) -> str | None:
+        return next((e.base_name for e in self.engines if e.base_name), None)
+
+    def ready(self) -> bool:
+        return any(e.healthy for e in self.engines)
+
+    # -- choice -----------------------------------------------------------------------------
+    def pick(self, version: str | None) -> Engine:
+        """Healthy engine with the fewest requests in flight, preferring one that has the version."""
+        healthy = [e for e in self.engines if e.healthy]
+        if not healthy:
+            raise EngineUnavailable("no engine is available")
+        if version is not None:
+            warm = [e for e in healthy if version in e.loaded]
+            if warm:
+                healthy = warm
+        return min(healthy, key=lambda e: e.inflight)
+
+    def acquire(self, engine: Engine, version: str | None) -> None:
+        """Hold ``version`` on ``engine`` for one request: it is not unloaded meanwhile."""
+        engine.inflight += 1
+        if version is not None:
+            engine.in_use[version] = engine.in_use.get(version, 0) + 1
+
+    def release(self, engine: Engine, version: str | None) -> None:
+        engine.inflight -= 1
+        if version is not None:
+            engine.in_use[version] -= 1
+            if engine.in_use[version] == 0:
+                del engine.in_use[version]
+
+    @contextlib.asynccontextmanager
+    async def lease(self, engine: Engine, version: str | None) -> AsyncIterator[None]:
+        self.acquire(engine, version)
+        try:
+            yield
+        finally:
+            self.release(engine, version)
+
+    # -- adapters ---------------------------------------------------------------------------
+    async def ensure_loaded(self, engine: Engine, version: str) -> None:
+        """Load ``version`` on ``engine`` unless it is there; concurrent callers share one load."""
+        if version in engine.loaded:
+            engine.loaded.move_to_end(version)
+            return
+        lock = engine.load_locks.setdefault(version, asyncio.Lock())
+        async with lock:
+            if version not in engine.loaded:  # the first waiter loaded it; the rest just use it
+                await self._load(engine, version)
+
+    async def _load(self, engine: Engine, version: str) -> None:
+        try:
+            path = await self.resolve_path(version)
+        except Exception as exc:  # integrity or compatibility: the adapter never reaches vLLM
+            raise AdapterLoadFailed(version, str(exc)) from exc
+        await self._evict_idle(engine)
+        url = f"{engine.root_url}/v1/load_lora_adapter"
+        try:
+            resp = await self.client.post(url, json={"lora_name": version, "lora_path": str(path)}, timeout=120.0)
+        except httpx.HTTPError as exc:
+            raise translate(exc, engine.root_url) from exc
+        if resp.status_code != 200 and "already" not in resp.text:
+            raise AdapterLoadFailed(version, f"engine answered {resp.status_code}: {resp.text[:300]}")
+        engine.loaded[version] = None
+        engine.loads_total += 1
+        log.info("loaded %s on %s", version, engine.root_url)
+
+    async def _evict_idle(self, engine: Engine) -> None:
+        while len(engine.loaded) >= engine.max_loaded:
+            idle = next((v for v in engine.loaded if v not in engine.in_use), None)
+            if idle is None:
+                return  # all in use: vLLM's own CPU LRU copes; never unload a version in use
+            del engine.loaded[idle]
+            with contextlib.suppress(httpx.HTTPError):
+                await self.client.post(f"{engine.root_url}/v1/unload_lora_adapter",
+                                       json={"lora_name": idle}, timeout=30.0)
+            engine.unloads_total += 1
+            log.info("unloaded idle %s from %s", idle, engine.root_url)

@@ -1,0 +1,120 @@
+"""The routes file: the one place that decides which adapter version gets which traffic.
+
+    routes:
+      support-intents:                  # the logical model clients ask for
+        stable: support-intents@3
+        canary: {version: support-intents@4, weight: 5}   # percent, 0-100, decimals allowed
+        schema: schemas/support.json     # optional response schema (guardrails)
+        validator: enforce               # optional: enforce | validate | reject
+        tenants: [acme]                  # optional: tenants allowed to call it
+
+The gateway watches the file and applies a valid change within a second; an invalid file
+is rejected with a logged reason and the last good routes stay in force. Rollback is one
+change to this file, by the CLI or by a person with an editor.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from lorafleet.core.config import ConfigError, ConfigModel
+from lorafleet.core.fsutil import atomic_write_text
+from lorafleet.core.names import NAME_PATTERN
+
+__all__ = ["Canary", "Route", "RoutesFile", "parse_version_ref", "VERSION_REF"]
+
+VERSION_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,63})@(?P<version>[1-9][0-9]*)$")
+
+
+def parse_version_ref(ref: str) -> tuple[str, int]:
+    """Split ``name@N`` into (name, N); raise ValueError otherwise."""
+    m = VERSION_REF.match(ref)
+    if not m or ".." in ref:
+        raise ValueError(f"{ref!r} is not a version reference of the form name@N")
+    return m["name"], int(m["version"])
+
+
+def _check_ref(ref: str) -> str:
+    parse_version_ref(ref)
+    return ref
+
+
+class Canary(ConfigModel):
+    """A second version that gets a share of a route's traffic."""
+
+    version: str = Field(description="Adapter version, name@N.")
+    weight: float = Field(ge=0, le=100, description="Percent of the route's traffic, 0-100.")
+
+    _ref = field_validator("version")(classmethod(lambda cls, v: _check_ref(v)))
+
+
+class Route(ConfigModel):
+    """One logical model: a stable version and an optional canary."""
+
+    stable: str = Field(description="Adapter version serving the traffic the canary does not get, name@N.")
+    canary: Canary | None = Field(default=None, description="Optional canary version and its weight.")
+    schema_path: str | None = Field(
+        default=None, alias="schema", description="Optional JSON schema file responses must satisfy."
+    )
+    validator: Literal["enforce", "validate", "reject"] | None = Field(
+        default=None, description="How the schema is applied: enforce, validate or reject."
+    )
+    tenants: list[str] | None = Field(
+        default=None, description="Tenants allowed to call this route (None: every tenant)."
+    )
+
+    model_config = ConfigModel.model_config | {"populate_by_name": True}
+
+    _ref = field_validator("stable")(classmethod(lambda cls, v: _check_ref(v)))
+
+    @model_validator(mode="after")
+    def _canary_differs(self) -> Route:
+        if self.canary is not None and self.canary.version == self.stable:
+            raise ValueError(f"canary version {self.canary.version} is the stable version")
+        return self
+
+    def versions(self) -> list[str]:
+        return [self.stable] + ([self.canary.version] if self.canary else [])
+
+
+class RoutesFile(ConfigModel):
+    """The whole routes file."""
+
+    routes: dict[str, Route] = Field(default_factory=dict, description="Logical model name -> route.")
+
+    @field_validator("routes")
+    @classmethod
+    def _names(cls, v: dict[str, Route]) -> dict[str, Route]:
+        for name in v:
+            if not NAME_PATTERN.match(name):
+                raise ValueError(f"route name {name!r} is not a safe name")
+        return v
+
+    @classmethod
+    def load(cls, path: Path) -> RoutesFile:
+        """Parse and validate a routes file; a missing file means no routes."""
+        if not path.exists():
+            return cls()
+        return cls.from_yaml(path)
+
+    @classmethod
+    def parse_text(cls, text: str, source: str) -> RoutesFile:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: not valid YAML: {err}".replace("\n", " ")) from None
+        return cls.from_mapping(data if data is not None else {}, source=source)
+
+    def dump(self) -> str:
+        return yaml.safe_dump(
+            self.model_dump(mode="json", exclude_none=True, by_alias=True), sort_keys=False
+        )
+
+    def save(self, path: Path) -> None:
+        """Write atomically: readers see the old file or the new one."""
+        atomic_write_text(path, self.dump())

@@ -1,0 +1,78 @@
+"""Keep the gateway's routes in step with the routes file, rejecting bad edits.
+
+The file is polled (stat signature: inode, size, mtime) every ``interval_s``; a changed
+file is parsed, validated and, if every version it names exists, swapped in as one object.
+An invalid file is logged with its reason and the last good routes stay in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lorafleet.core.errors import LorafleetError
+from lorafleet.serving.routes import RoutesFile
+
+__all__ = ["RoutesWatcher"]
+
+log = logging.getLogger("lorafleet.gateway")
+
+# Raises (with a message naming it) if a version named by the routes does not exist.
+VersionCheck = Callable[[str], None]
+
+
+class RoutesWatcher:
+    def __init__(self, path: Path, check_version: VersionCheck | None = None,
+                 on_reload: Callable[[str], None] | None = None) -> None:
+        self.path = path
+        self.check_version = check_version
+        self.on_reload = on_reload or (lambda _result: None)
+        self.routes = RoutesFile()
+        self.loaded_at: datetime | None = None
+        self.last_error: str | None = None
+        self._signature: tuple | None = None
+
+    def _stat(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def validate(self, text: str) -> RoutesFile:
+        routes = RoutesFile.parse_text(text, str(self.path))
+        if self.check_version is not None:
+            for route in routes.routes.values():
+                for version in route.versions():
+                    self.check_version(version)
+        return routes
+
+    def poll(self) -> bool:
+        """Reload if the file changed; return True when new routes were applied."""
+        signature = self._stat()
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        try:
+            text = self.path.read_text(encoding="utf-8") if signature is not None else ""
+            routes = self.validate(text)
+        except (LorafleetError, OSError, ValueError) as err:
+            self.last_error = str(err)
+            log.error("routes file rejected, keeping the last good routes: %s", err)
+            self.on_reload("rejected")
+            return False
+        self.routes = routes
+        self.loaded_at = datetime.now(UTC)
+        self.last_error = None
+        log.info("routes applied from %s: %s", self.path, ", ".join(routes.routes) or "(none)")
+        self.on_reload("applied")
+        return True
+
+    async def watch(self, interval_s: float = 0.25) -> None:
+        while True:
+            await asyncio.to_thread(self.poll)
+            await asyncio.sleep(interval_s)

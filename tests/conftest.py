@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from lorafleet.platform.tiny import make_random_lora as make_lora_adapter  # noqa: F401 (used by tests)
+
 TINY_BASE = "tiny-llama"
 
 
@@ -82,26 +84,3 @@ def pytest_collection_modifyitems(config, items):
         for kind in ("unit", "integration", "e2e"):
             if kind in parts:
                 item.add_marker(getattr(pytest.mark, kind))
-
-
-def make_lora_adapter(base_dir: Path, dest: Path, r: int = 8, scale: float = 1.0, seed: int = 0,
-                      target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> Path:
-    """Save a peft LoRA adapter for the model in ``base_dir`` with random (non-zero) weights.
-
-    ``scale`` multiplies every LoRA weight so the adapter's output surely differs from the base.
-    """
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(target_modules), init_lora_weights=False,
-                     task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, cfg)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.mul_(scale)
-    peft_model.save_pretrained(dest)
-    return dest

@@ -92,7 +92,6 @@ class LocalEngine:
             "--max-lora-rank", str(c.max_lora_rank),
             "--max-model-len", str(c.max_model_len),
             "--dtype", "bfloat16",
-            "--disable-log-stats",
             *c.extra_args,
         ]
 

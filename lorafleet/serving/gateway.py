@@ -1,8 +1,9 @@
-"""The OpenAI-compatible gateway: auth-free core of `platform serve` (guardrails come on top).
+"""The OpenAI-compatible gateway.
 
-Per request: parse and check the body -> route -> variant (sticky) -> engine -> make sure
-the version is loaded -> forward under the versioned adapter name -> answer with headers
-naming route, version and variant. The base model is routable under its own name.
+Per request: key -> tenant; parse and check the body -> route -> variant (sticky) ->
+input guardrails -> engine -> make sure the version is loaded -> forward under the
+versioned adapter name -> validate the answer -> metrics -> answer with headers naming
+route, version and variant. The base model is routable under its own name.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,17 +24,24 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lorafleet.core.config import ConfigModel
+from lorafleet.serving.drift import DriftMonitor
 from lorafleet.serving.engines import Engine, EnginePool, PathResolver
 from lorafleet.serving.errors import AdapterLoadFailed, BadRequest, ModelNotFound, ServingError, error_body
+from lorafleet.serving.exchange import Outcome, SSEAccumulator, read_body
+from lorafleet.serving.guardrails import RouteGuard, TokenCounter, build_guards
 from lorafleet.serving.metrics import GatewayMetrics
 from lorafleet.serving.params import check_request
 from lorafleet.serving.router import choose
-from lorafleet.serving.routes_watch import RoutesWatcher, VersionCheck
-from lorafleet.serving.upstream import make_client, translate
+from lorafleet.serving.routes import RoutesFile
+from lorafleet.serving.routes_watch import RoutesWatcher
+from lorafleet.serving.tenants import Authenticator, Tenant
 
-__all__ = ["GatewayConfig", "Gateway", "create_app", "Target"]
+__all__ = ["GatewayConfig", "Gateway", "create_app", "Target", "SchemaRejected"]
 
 log = logging.getLogger("lorafleet.gateway")
+
+# version -> {feature: (edges, counts)} of its training fingerprint, or None
+Reference = Callable[[str], Awaitable[dict | None]]
 
 
 class GatewayConfig(ConfigModel):
@@ -41,11 +49,25 @@ class GatewayConfig(ConfigModel):
 
     engine_urls: list[str] = Field(min_length=1, description="Root URLs of the vLLM engines.")
     routes_file: Path = Field(description="The routes file to watch.")
+    keys_file: Path | None = Field(default=None, description="Tenant API keys (hashed); None runs open.")
     upstream_timeout_s: float = Field(default=120.0, gt=0, description="Read timeout towards an engine.")
     routes_poll_interval_s: float = Field(default=0.25, gt=0, description="How often the routes file is checked.")
     health_interval_s: float = Field(default=1.0, gt=0, description="How often engines are health-checked.")
     max_loaded_adapters: int = Field(default=16, ge=1, description="Adapter versions kept per engine (LRU).")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body.")
+    drift_window: int = Field(default=500, ge=10, description="Requests per (route, version) the drift window holds.")
+    drift_min_samples: int = Field(default=30, ge=1, description="Requests before drift is reported.")
+    request_log: Path | None = Field(default=None, description="Append one JSON line per request here (opt-in).")
+    log_prompts: bool = Field(default=False, description="Include prompt text in the request log.")
+
+
+class SchemaRejected(ServingError):
+    status_code = 422
+    error_type = "invalid_response_error"
+
+    def __init__(self, route: str, reason: str, detail: str) -> None:
+        super().__init__(f"The model's output for {route} failed its schema ({reason}): {detail}",
+                         code=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,30 +76,64 @@ class Target:
     version: str | None  # name@N, None for the base model
     variant: str  # stable | canary | base
 
+    @property
+    def version_label(self) -> str:
+        return self.version or "base"
+
     def headers(self) -> dict[str, str]:
-        return {"X-Lorafleet-Route": self.route, "X-Lorafleet-Version": self.version or "base",
+        return {"X-Lorafleet-Route": self.route, "X-Lorafleet-Version": self.version_label,
                 "X-Lorafleet-Variant": self.variant}
 
 
 class Gateway:
-    """State of one gateway: routes, engines, metrics."""
+    """State of one gateway: routes, engines, tenants, metrics, drift."""
 
-    def __init__(self, config: GatewayConfig, resolve_path: PathResolver,
-                 check_version: VersionCheck | None = None, base_name: str | None = None) -> None:
+    def __init__(self, config: GatewayConfig, resolve_path: PathResolver | None,
+                 check_version: Callable[[str], None] | None = None, base_name: str | None = None,
+                 reference: Reference | None = None, psi=None, tokenizer_json: Path | None = None) -> None:
+        from lorafleet.serving.upstream import make_client
+
         self.config = config
         self.metrics = GatewayMetrics()
-        self.watcher = RoutesWatcher(config.routes_file, check_version,
+        self.check_version = check_version
+        self.auth = Authenticator.from_file(config.keys_file)
+        self.tokens = TokenCounter(tokenizer_json)
+        self.watcher = RoutesWatcher(config.routes_file, self._prepare_routes,
                                      on_reload=lambda r: self.metrics.routes_reloads.labels(r).inc())
         self.client = make_client(config.upstream_timeout_s)
         self.pool = EnginePool(config.engine_urls, self.client, resolve_path, config.max_loaded_adapters)
+        self.reference = reference
+        self.drift = DriftMonitor(psi, config.drift_window, config.drift_min_samples) if psi else None
+        self._references: dict[str, dict | None] = {}
         self._base_name = base_name
         self._tasks: list[asyncio.Task] = []
+        self._log_file = None
 
     @property
     def base_name(self) -> str | None:
         return self._base_name or self.pool.base_name
 
+    def _prepare_routes(self, routes: RoutesFile) -> dict[str, RouteGuard]:
+        if self.check_version is not None:
+            for route in routes.routes.values():
+                for version in route.versions():
+                    self.check_version(version)
+        guards = build_guards(routes, self.config.routes_file.parent)
+        info = self.metrics.route_info
+        info.clear()
+        for name, route in routes.routes.items():
+            weight = route.canary.weight if route.canary else 0.0
+            info.labels(name, route.stable, "stable").set(100.0 - weight)
+            if route.canary:
+                info.labels(name, route.canary.version, "canary").set(weight)
+        return guards
+
     async def start(self) -> None:
+        if self.auth.open:
+            log.warning("no keys file: the gateway runs OPEN (no API keys); keep it on loopback")
+        if self.config.request_log is not None:
+            self.config.request_log.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.config.request_log, "a", encoding="utf-8")  # noqa: SIM115
         self.watcher.poll()
         for engine in self.pool.engines:
             if await self.pool.probe(engine):
@@ -93,39 +149,47 @@ class Gateway:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
+        if self._log_file is not None:
+            self._log_file.close()
 
     # -- routing ----------------------------------------------------------------------------
-    def target(self, model: str, key: str | None) -> Target:
+    def target(self, model: str, key: str | None, tenant: Tenant) -> Target:
         route = self.watcher.routes.routes.get(model)
         if route is not None:
+            allowed = tenant.may_call(model) and (route.tenants is None or tenant.admin or tenant.name in route.tenants)
+            if not allowed:
+                raise ModelNotFound(model)  # existence is not leaked to other tenants
             choice = choose(model, route, key)
             return Target(model, choice.version, choice.variant)
-        if model == self.base_name:
+        if model == self.base_name and tenant.may_call(model):
             return Target(model, None, "base")
         raise ModelNotFound(model)
-
-    def stable_of(self, target: Target) -> Target:
-        route = self.watcher.routes.routes.get(target.route)
-        return Target(target.route, route.stable if route else target.version, "stable")
 
     async def prepare(self, target: Target) -> tuple[Target, Engine]:
         """Pick an engine and load the version; a canary that cannot load falls back to stable."""
         engine = self.pool.pick(target.version)
         if target.version is None:
             return target, engine
+        started = time.perf_counter()
+        already = target.version in engine.loaded
         try:
             await self.pool.ensure_loaded(engine, target.version)
-            self.metrics.adapter_loads.labels("ok").inc()
         except AdapterLoadFailed as err:
             self.metrics.adapter_loads.labels("failed").inc()
-            if target.variant != "canary":
+            route = self.watcher.routes.routes.get(target.route)
+            if target.variant != "canary" or route is None:
                 raise
             log.error("canary failed to load, serving stable instead: %s", err)
-            return await self.prepare(self.stable_of(target))
+            return await self.prepare(Target(target.route, route.stable, "stable"))
+        if not already:
+            self.metrics.adapter_loads.labels("ok").inc()
+            self.metrics.adapter_load_duration.observe(time.perf_counter() - started)
         return target, engine
 
     # -- forwarding -------------------------------------------------------------------------
     async def _send(self, engine: Engine, path: str, body: dict, stream: bool) -> httpx.Response:
+        from lorafleet.serving.upstream import translate
+
         request = self.client.build_request(
             "POST", f"{engine.root_url}{path}", content=json.dumps(body).encode(),
             headers={"content-type": "application/json"},
@@ -137,6 +201,7 @@ class Gateway:
 
     async def forward(self, request: Request, path: str, kind: str) -> Response:
         started = time.perf_counter()
+        tenant = self.auth.authenticate(request.headers.get("authorization"))
         raw = await request.body()
         if len(raw) > self.config.max_body_bytes:
             raise BadRequest(f"The request body is larger than {self.config.max_body_bytes} bytes.",
@@ -146,21 +211,32 @@ class Gateway:
         except (ValueError, UnicodeDecodeError):
             raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
         check_request(body, kind)
+        prompt_for_log = body.get("messages") or body.get("prompt")
         key = body.get("user") or request.headers.get("x-session-id")
-        target, engine = await self.prepare(self.target(body["model"], key))
+        guards = self.watcher.state[1]
+        target = self.target(body["model"], key, tenant)
+        guard = guards.get(target.route) if target.version else None
+        if guard is not None:
+            try:
+                guard.check_input(body, kind, self.tokens)
+            except BadRequest as err:
+                self.metrics.input_rejections.labels(target.route, err.code or "invalid").inc()
+                raise
+            guard.constrain(body, kind)
+        target, engine = await self.prepare(target)
         stream = bool(body.get("stream"))
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if stream:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         self.pool.acquire(engine, target.version)
-        released = False
+        done = False
 
-        def finish(status: int) -> None:
-            nonlocal released
-            if not released:
-                released = True
+        def finish(status: int, outcome: Outcome | None = None, reason: str | None = None) -> None:
+            nonlocal done
+            if not done:
+                done = True
                 self.pool.release(engine, target.version)
-                self.metrics.requests.labels(target.route, target.version or "base", target.variant,
-                                             str(status)).inc()
-                self.metrics.request_duration.labels(target.route, target.variant).observe(
-                    time.perf_counter() - started)
+                self._record(target, tenant, status, started, outcome, reason, guard, prompt_for_log)
 
         try:
             body["model"] = target.version or self.base_name
@@ -175,37 +251,137 @@ class Gateway:
             finish(getattr(exc, "status_code", 500))
             raise
         headers = target.headers()
-        if not stream or upstream.status_code != 200:
+        if upstream.status_code != 200:
             content = await upstream.aread()
             await upstream.aclose()
             finish(upstream.status_code)
             return Response(content, status_code=upstream.status_code, headers=headers,
                             media_type=upstream.headers.get("content-type", "application/json"))
+        if not stream:
+            content = await upstream.aread()
+            await upstream.aclose()
+            outcome = read_body(json.loads(content), kind)
+            problem = self._validate(guard, outcome)
+            if problem and guard.route.validator == "reject":
+                finish(422, outcome, problem[0])
+                raise SchemaRejected(target.route, *problem)
+            finish(200, outcome, problem[0] if problem else None)
+            return Response(content, status_code=200, headers=headers, media_type="application/json")
+        acc = SSEAccumulator(kind, forward_usage=wants_usage)
+        if guard is not None and guard.route.validator == "reject":
+            return await self._buffered_stream(upstream, acc, guard, target, headers, started, finish)
+        return StreamingResponse(self._relay(upstream, acc, engine, guard, started, finish),
+                                 media_type="text/event-stream", headers=headers)
 
-        async def relay() -> AsyncIterator[bytes]:
-            status = 200
-            try:
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
-            except httpx.HTTPError as exc:  # the engine died mid-stream: tell the client in-band
-                err = translate(exc, engine.root_url)
-                status = err.status_code
-                payload = error_body(err.message, err.error_type, code=err.code)
-                yield f"data: {json.dumps(payload)}\n\n".encode()
-            finally:
-                await upstream.aclose()  # on client disconnect this cancels the engine's request
-                finish(status)
+    async def _relay(self, upstream, acc: SSEAccumulator, engine: Engine, guard, started, finish) -> AsyncIterator[bytes]:
+        from lorafleet.serving.upstream import translate
 
-        return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+        status = 200
+        try:
+            async for chunk in upstream.aiter_raw():
+                for event in acc.feed(chunk, time.perf_counter() - started):
+                    yield event
+            for event in acc.flush():
+                yield event
+        except httpx.HTTPError as exc:  # the engine died mid-stream: tell the client in-band
+            err = translate(exc, engine.root_url)
+            status = err.status_code
+            yield f"data: {json.dumps(error_body(err.message, err.error_type, code=err.code))}\n\n".encode()
+        finally:
+            await upstream.aclose()  # on client disconnect this cancels the engine's request
+            problem = self._validate(guard, acc.outcome) if status == 200 else None
+            finish(status, acc.outcome, problem[0] if problem else None)
+
+    async def _buffered_stream(self, upstream, acc, guard, target, headers, started, finish) -> Response:
+        """Reject mode: a stream is held until its output validated, then replayed."""
+        events: list[bytes] = []
+        try:
+            async for chunk in upstream.aiter_raw():
+                events += acc.feed(chunk, time.perf_counter() - started)
+            events += acc.flush()
+        finally:
+            await upstream.aclose()
+        problem = self._validate(guard, acc.outcome)
+        if problem:
+            finish(422, acc.outcome, problem[0])
+            raise SchemaRejected(target.route, *problem)
+        finish(200, acc.outcome, None)
+
+        async def replay() -> AsyncIterator[bytes]:
+            for e in events:
+                yield e
+
+        return StreamingResponse(replay(), media_type="text/event-stream", headers=headers)
+
+    def _validate(self, guard: RouteGuard | None, outcome: Outcome) -> tuple[str, str] | None:
+        if guard is None or guard.validator is None:
+            return None
+        for i, text in sorted(outcome.texts.items()):
+            problem = guard.validator.check(text, outcome.finish_reasons.get(i))
+            if problem:
+                return problem
+        return None
+
+    def _record(self, target: Target, tenant: Tenant, status: int, started: float, outcome: Outcome | None,
+                reason: str | None, guard: RouteGuard | None, prompt) -> None:
+        m = self.metrics
+        labels = (target.route, target.version_label, target.variant)
+        latency = time.perf_counter() - started
+        m.requests.labels(*labels, tenant.name, str(status)).inc()
+        m.request_duration.labels(*labels).observe(latency)
+        if outcome is not None:
+            m.prompt_tokens.labels(*labels, tenant.name).inc(outcome.prompt_tokens)
+            m.completion_tokens.labels(*labels, tenant.name).inc(outcome.completion_tokens)
+            if outcome.ttft_s is not None:
+                m.time_to_first_token.labels(*labels).observe(outcome.ttft_s)
+            for fr in outcome.finish_reasons.values():
+                m.completions.labels(*labels, fr or "none").inc()
+            if guard is not None and guard.validator is not None and outcome.texts:
+                m.schema_checks.labels(*labels).inc()
+                if reason:
+                    m.schema_failures.labels(*labels, reason).inc()
+            if guard is not None and guard.route.price is not None:
+                m.cost.labels(*labels, tenant.name).inc(
+                    guard.route.price.cost_usd(outcome.prompt_tokens, outcome.completion_tokens))
+            if self.drift is not None and target.version is not None and status == 200:
+                self.drift.observe(target.route, target.version, outcome.prompt_tokens, outcome.completion_tokens)
+        if self._log_file is not None:
+            line = {"ts": time.time(), "route": target.route, "version": target.version_label,
+                    "variant": target.variant, "tenant": tenant.name, "status": status,
+                    "prompt_tokens": outcome.prompt_tokens if outcome else None,
+                    "completion_tokens": outcome.completion_tokens if outcome else None,
+                    "validator": (reason or "ok") if guard is not None and guard.validator else None,
+                    "latency_s": round(latency, 4)}
+            if self.config.log_prompts:
+                line["prompt"] = prompt
+            self._log_file.write(json.dumps(line) + "\n")
+            self._log_file.flush()
 
     # -- views ------------------------------------------------------------------------------
-    def models(self) -> dict:
+    async def update_gauges(self) -> None:
+        m = self.metrics
+        for e in self.pool.engines:
+            m.adapters_loaded.labels(e.root_url).set(len(e.loaded))
+            m.engine_up.labels(e.root_url).set(1 if e.healthy else 0)
+        if self.drift is None or self.reference is None:
+            return
+        for version in {v for (_r, v) in self.drift._live}:
+            if version not in self._references:
+                self._references[version] = await self.reference(version)
+        m.drift_psi.clear()
+        for (route, version, feature), value in self.drift.scores(self._references.get).items():
+            m.drift_psi.labels(route, version, feature).set(value)
+
+    def models(self, tenant: Tenant) -> dict:
         data = []
         base = self.base_name
-        if base:
+        if base and tenant.may_call(base):
             data.append({"id": base, "object": "model", "created": 0, "owned_by": "lorafleet", "root": base,
                          "parent": None})
         for name, route in self.watcher.routes.routes.items():
+            if not tenant.may_call(name) or (route.tenants is not None and not tenant.admin
+                                             and tenant.name not in route.tenants):
+                continue
             data.append({
                 "id": name, "object": "model", "created": 0, "owned_by": "lorafleet", "root": base,
                 "parent": base,
@@ -227,6 +403,14 @@ class Gateway:
                             for e in self.pool.engines]}
 
 
+class AdminOnly(ServingError):
+    status_code = 403
+    error_type = "permission_error"
+
+    def __init__(self) -> None:
+        super().__init__("This endpoint needs an admin key.", code="admin_required")
+
+
 def create_app(gateway: Gateway) -> FastAPI:
     """The FastAPI app around one :class:`Gateway`."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -239,6 +423,10 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     app = FastAPI(title="lorafleet gateway", version="0.1.0", lifespan=lifespan)
     app.state.gateway = gateway
+
+    def admin(request: Request) -> None:
+        if not gateway.auth.authenticate(request.headers.get("authorization")).admin:
+            raise AdminOnly()
 
     @app.exception_handler(ServingError)
     async def _serving_error(_request: Request, err: ServingError) -> JSONResponse:
@@ -259,8 +447,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         return await gateway.forward(request, "/v1/completions", "completion")
 
     @app.get("/v1/models")
-    async def models() -> dict:
-        return gateway.models()
+    async def models(request: Request) -> dict:
+        return gateway.models(gateway.auth.authenticate(request.headers.get("authorization")))
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -273,16 +461,17 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        for e in gateway.pool.engines:
-            gateway.metrics.adapters_loaded.labels(e.root_url).set(len(e.loaded))
+        await gateway.update_gauges()
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/admin/routes")
-    async def admin_routes() -> dict:
+    async def admin_routes(request: Request) -> dict:
+        admin(request)
         return gateway.admin_routes()
 
     @app.get("/admin/engines")
-    async def admin_engines() -> dict:
+    async def admin_engines(request: Request) -> dict:
+        admin(request)
         return gateway.admin_engines()
 
     return app

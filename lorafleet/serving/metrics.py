@@ -1,16 +1,21 @@
 """Every Prometheus metric lorafleet exports, declared here and nowhere else.
 
 Prefix ``lorafleet_``, base units, explicit buckets; labels only from small fixed sets
-whose values come from config (route, version, variant, status), never request ids.
+whose values come from config (route, version, variant, tenant, status, reason,
+finish_reason), never request or user ids.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["GatewayMetrics", "LATENCY_BUCKETS_S"]
+__all__ = ["GatewayMetrics", "LATENCY_BUCKETS_S", "TTFT_BUCKETS_S", "TOKEN_BUCKETS"]
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TTFT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+_VARIANT = ["route", "version", "variant"]
 
 
 class GatewayMetrics:
@@ -20,19 +25,63 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "lorafleet_requests", "Requests by route, version, variant and HTTP status.",
-            ["route", "version", "variant", "status"], registry=r,
+            "lorafleet_requests", "Requests by route, version, variant, tenant and HTTP status.",
+            [*_VARIANT, "tenant", "status"], registry=r,
         )
         self.request_duration = Histogram(
             "lorafleet_request_duration_seconds", "End-to-end request latency at the gateway.",
-            ["route", "variant"], buckets=LATENCY_BUCKETS_S, registry=r,
+            _VARIANT, buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "lorafleet_time_to_first_token_seconds", "Time from request to the first streamed token.",
+            _VARIANT, buckets=TTFT_BUCKETS_S, registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "lorafleet_prompt_tokens", "Prompt tokens processed.", [*_VARIANT, "tenant"], registry=r,
+        )
+        self.completion_tokens = Counter(
+            "lorafleet_completion_tokens", "Completion tokens generated.", [*_VARIANT, "tenant"], registry=r,
+        )
+        self.completions = Counter(
+            "lorafleet_completions", "Completed choices by finish reason.", [*_VARIANT, "finish_reason"], registry=r,
+        )
+        self.schema_checks = Counter(
+            "lorafleet_schema_checks", "Responses checked against their route's schema.", _VARIANT, registry=r,
+        )
+        self.schema_failures = Counter(
+            "lorafleet_schema_failures", "Responses that failed their route's schema, by reason.",
+            [*_VARIANT, "reason"], registry=r,
+        )
+        self.input_rejections = Counter(
+            "lorafleet_input_rejections", "Requests refused by a route's input checks, by reason.",
+            ["route", "reason"], registry=r,
+        )
+        self.cost = Counter(
+            "lorafleet_cost_usd", "Cost of the tokens served, in US dollars, from the route's price.",
+            [*_VARIANT, "tenant"], registry=r,
+        )
+        self.drift_psi = Gauge(
+            "lorafleet_drift_psi_ratio",
+            "Population stability index of live traffic vs the version's training data, by feature.",
+            ["route", "version", "feature"], registry=r,
         )
         self.adapter_loads = Counter(
             "lorafleet_adapter_loads", "Adapter loads on engines by result.", ["result"], registry=r,
         )
+        self.adapter_load_duration = Histogram(
+            "lorafleet_adapter_load_duration_seconds", "Time to make an adapter version ready on an engine.",
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )
         self.adapters_loaded = Gauge(
             "lorafleet_adapters_loaded", "Adapter versions loaded, per engine.", ["engine"], registry=r,
         )
+        self.engine_up = Gauge(
+            "lorafleet_engine_up", "1 if the engine answers its health check.", ["engine"], registry=r,
+        )
         self.routes_reloads = Counter(
             "lorafleet_routes_reloads", "Routes-file reloads by result.", ["result"], registry=r,
+        )
+        self.route_info = Gauge(
+            "lorafleet_route_info", "Which version serves which variant of a route, valued at its weight (percent).",
+            _VARIANT, registry=r,
         )

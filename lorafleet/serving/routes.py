@@ -4,9 +4,14 @@
       support-intents:                  # the logical model clients ask for
         stable: support-intents@3
         canary: {version: support-intents@4, weight: 5}   # percent, 0-100, decimals allowed
-        schema: schemas/support.json     # optional response schema (guardrails)
-        validator: enforce               # optional: enforce | validate | reject
+        schema: schemas/support.json     # optional response schema: a JSON schema file
+                                         # (relative to this file) or pydantic:module:Class
+        validator: enforce               # with a schema: enforce | validate | reject
         tenants: [acme]                  # optional: tenants allowed to call it
+        max_prompt_tokens: 1024          # optional input checks
+        max_messages: 20
+        pii: redact                      # reject | redact e-mail addresses and card numbers
+        price: {input_usd_per_million: 0.1, output_usd_per_million: 0.4}
 
 The gateway watches the file and applies a valid change within a second; an invalid file
 is rejected with a logged reason and the last good routes stay in force. Rollback is one
@@ -26,7 +31,7 @@ from lorafleet.core.config import ConfigError, ConfigModel
 from lorafleet.core.fsutil import atomic_write_text
 from lorafleet.core.names import NAME_PATTERN
 
-__all__ = ["Canary", "Route", "RoutesFile", "parse_version_ref", "VERSION_REF"]
+__all__ = ["Canary", "Price", "Route", "RoutesFile", "parse_version_ref", "VERSION_REF"]
 
 VERSION_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,63})@(?P<version>[1-9][0-9]*)$")
 
@@ -53,6 +58,29 @@ class Canary(ConfigModel):
     _ref = field_validator("version")(classmethod(lambda cls, v: _check_ref(v)))
 
 
+class Price(ConfigModel):
+    """What a route's tokens cost: per million tokens, or a GPU-hour price spread over tokens."""
+
+    input_usd_per_million: float = Field(default=0.0, ge=0, description="USD per million prompt tokens.")
+    output_usd_per_million: float = Field(default=0.0, ge=0, description="USD per million completion tokens.")
+    gpu_hour_usd: float | None = Field(default=None, ge=0, description="GPU-hour price, apportioned by tokens.")
+    tokens_per_gpu_hour: float | None = Field(
+        default=None, gt=0, description="Tokens (prompt + completion) one GPU-hour serves; needed with gpu_hour_usd."
+    )
+
+    @model_validator(mode="after")
+    def _gpu_pair(self) -> Price:
+        if (self.gpu_hour_usd is None) != (self.tokens_per_gpu_hour is None):
+            raise ValueError("gpu_hour_usd and tokens_per_gpu_hour go together")
+        return self
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        cost = (prompt_tokens * self.input_usd_per_million + completion_tokens * self.output_usd_per_million) / 1e6
+        if self.gpu_hour_usd is not None:
+            cost += self.gpu_hour_usd * (prompt_tokens + completion_tokens) / self.tokens_per_gpu_hour
+        return cost
+
+
 class Route(ConfigModel):
     """One logical model: a stable version and an optional canary."""
 
@@ -67,6 +95,12 @@ class Route(ConfigModel):
     tenants: list[str] | None = Field(
         default=None, description="Tenants allowed to call this route (None: every tenant)."
     )
+    max_prompt_tokens: int | None = Field(default=None, ge=1, description="Refuse longer prompts (400).")
+    max_messages: int | None = Field(default=None, ge=1, description="Refuse chats with more messages (400).")
+    pii: Literal["reject", "redact"] | None = Field(
+        default=None, description="E-mail addresses and card numbers in prompts: refuse (400) or mask them."
+    )
+    price: Price | None = Field(default=None, description="Token prices for the cost metric.")
 
     model_config = ConfigModel.model_config | {"populate_by_name": True}
 
@@ -76,6 +110,12 @@ class Route(ConfigModel):
     def _canary_differs(self) -> Route:
         if self.canary is not None and self.canary.version == self.stable:
             raise ValueError(f"canary version {self.canary.version} is the stable version")
+        return self
+
+    @model_validator(mode="after")
+    def _validator_needs_schema(self) -> Route:
+        if self.validator is not None and self.schema_path is None:
+            raise ValueError(f"validator {self.validator!r} needs a schema")
         return self
 
     def versions(self) -> list[str]:

@@ -1,8 +1,9 @@
 """Keep the gateway's routes in step with the routes file, rejecting bad edits.
 
 The file is polled (stat signature: inode, size, mtime) every ``interval_s``; a changed
-file is parsed, validated and, if every version it names exists, swapped in as one object.
-An invalid file is logged with its reason and the last good routes stay in force.
+file is parsed, validated and prepared (``prepare`` checks that every version exists and
+builds per-route state such as schema validators), then swapped in as one object. An
+invalid file is logged with its reason and the last good routes stay in force.
 """
 
 from __future__ import annotations
@@ -13,28 +14,33 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from lorafleet.core.errors import LorafleetError
 from lorafleet.serving.routes import RoutesFile
 
-__all__ = ["RoutesWatcher"]
+__all__ = ["RoutesWatcher", "Prepare"]
 
 log = logging.getLogger("lorafleet.gateway")
 
-# Raises (with a message naming it) if a version named by the routes does not exist.
-VersionCheck = Callable[[str], None]
+# Validates routes beyond their syntax (raising with a message) and returns derived state.
+Prepare = Callable[[RoutesFile], Any]
 
 
 class RoutesWatcher:
-    def __init__(self, path: Path, check_version: VersionCheck | None = None,
+    def __init__(self, path: Path, prepare: Prepare | None = None,
                  on_reload: Callable[[str], None] | None = None) -> None:
         self.path = path
-        self.check_version = check_version
+        self.prepare = prepare or (lambda _routes: None)
         self.on_reload = on_reload or (lambda _result: None)
-        self.routes = RoutesFile()
+        self.state: tuple[RoutesFile, Any] = (RoutesFile(), self.prepare(RoutesFile()))
         self.loaded_at: datetime | None = None
         self.last_error: str | None = None
         self._signature: tuple | None = None
+
+    @property
+    def routes(self) -> RoutesFile:
+        return self.state[0]
 
     def _stat(self) -> tuple | None:
         try:
@@ -42,14 +48,6 @@ class RoutesWatcher:
         except FileNotFoundError:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def validate(self, text: str) -> RoutesFile:
-        routes = RoutesFile.parse_text(text, str(self.path))
-        if self.check_version is not None:
-            for route in routes.routes.values():
-                for version in route.versions():
-                    self.check_version(version)
-        return routes
 
     def poll(self) -> bool:
         """Reload if the file changed; return True when new routes were applied."""
@@ -59,13 +57,14 @@ class RoutesWatcher:
         self._signature = signature
         try:
             text = self.path.read_text(encoding="utf-8") if signature is not None else ""
-            routes = self.validate(text)
+            routes = RoutesFile.parse_text(text, str(self.path))
+            derived = self.prepare(routes)
         except (LorafleetError, OSError, ValueError) as err:
             self.last_error = str(err)
             log.error("routes file rejected, keeping the last good routes: %s", err)
             self.on_reload("rejected")
             return False
-        self.routes = routes
+        self.state = (routes, derived)
         self.loaded_at = datetime.now(UTC)
         self.last_error = None
         log.info("routes applied from %s: %s", self.path, ", ".join(routes.routes) or "(none)")

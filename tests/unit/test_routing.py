@@ -95,9 +95,11 @@ def test_watcher_keeps_the_last_good_routes(tmp_path: Path) -> None:
     path.write_text(GOOD)
     known = {"support@1", "support@2", "support@3"}
 
-    def check(version: str) -> None:
-        if version not in known:
-            raise ValueError(f"{version} does not exist")
+    def check(routes: RoutesFile) -> None:
+        for route in routes.routes.values():
+            for version in route.versions():
+                if version not in known:
+                    raise ValueError(f"{version} does not exist")
 
     watcher = RoutesWatcher(path, check)
     assert watcher.poll() and watcher.routes.routes["support"].stable == "support@1"

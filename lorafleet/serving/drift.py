@@ -1,0 +1,60 @@
+"""Drift of live traffic against an adapter version's training data.
+
+For each (route, version) the gateway keeps a sliding window of prompt and completion
+token lengths; the population stability index (PSI) of that window against the
+histograms in the version's training fingerprint is exported as a gauge. Rule of thumb:
+PSI < 0.1 no shift, 0.1-0.25 moderate, > 0.25 large.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Sequence
+
+__all__ = ["DriftMonitor", "histogram", "FEATURES"]
+
+FEATURES = ("prompt_tokens", "completion_tokens")
+
+
+def histogram(values: Sequence[float], edges: Sequence[float]) -> list[int]:
+    """Counts of ``values`` in the buckets ``(-inf, e0], (e0, e1], ..., (e_last, inf)``."""
+    counts = [0] * (len(edges) + 1)
+    for v in values:
+        counts[bisect.bisect_left(edges, v)] += 1
+    return counts
+
+
+class DriftMonitor:
+    """Sliding windows of live token lengths per (route, version), compared on demand.
+
+    ``reference(version)`` returns {feature: (edges, counts)} from the version's training
+    fingerprint, or None when the version has none.
+    """
+
+    def __init__(self, psi, window: int = 500, min_samples: int = 30) -> None:
+        self.psi = psi
+        self.window = window
+        self.min_samples = min_samples
+        self._live: dict[tuple[str, str], dict[str, deque]] = {}
+
+    def observe(self, route: str, version: str, prompt_tokens: int, completion_tokens: int) -> None:
+        w = self._live.get((route, version))
+        if w is None:
+            w = self._live[(route, version)] = {f: deque(maxlen=self.window) for f in FEATURES}
+        w["prompt_tokens"].append(prompt_tokens)
+        w["completion_tokens"].append(completion_tokens)
+
+    def scores(self, reference) -> dict[tuple[str, str, str], float]:
+        """{(route, version, feature): PSI} for every window with enough samples and a reference."""
+        out = {}
+        for (route, version), windows in list(self._live.items()):
+            ref = reference(version)
+            if ref is None:
+                continue
+            for feature, values in windows.items():
+                if len(values) < self.min_samples or feature not in ref:
+                    continue
+                edges, expected = ref[feature]
+                out[(route, version, feature)] = self.psi(expected, histogram(values, edges))
+        return out

@@ -7,6 +7,7 @@ embedded platform writes. Its layout is defined here and nowhere else:
       bases/<name>/          Hugging Face folder of a base model + base.json (its identity)
       registry/              the local registry backend (adapter versions, aliases, audit)
       routes.yaml            the routes file: the one place that decides traffic
+      keys.yaml              tenant API keys, hashed (absent: the gateway runs open on loopback)
       run/                   pid files of background processes (`platform serve --detach`)
       logs/                  engine and gateway logs
       ray/                   Ray Train storage (checkpoints, results)
@@ -46,6 +47,10 @@ class HomeLayout:
     @property
     def routes_file(self) -> Path:
         return self.root / "routes.yaml"
+
+    @property
+    def keys_file(self) -> Path:
+        return self.root / "keys.yaml"
 
     @property
     def run(self) -> Path:

@@ -79,7 +79,10 @@ def base_list(
     Console().print(table)
 
 
+from lorafleet.platform.cli_keys import keys_app  # noqa: E402
 from lorafleet.platform.cli_serve import serve, stop  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
 
 app.command("serve")(serve)
 app.command("stop")(stop)

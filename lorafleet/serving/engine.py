@@ -44,6 +44,10 @@ class EngineConfig(ConfigModel):
     kvcache_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE (GiB)")
     start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for /health.")
     log_path: Path | None = Field(default=None, description="Where the engine's output goes.")
+    compact_json: bool = Field(
+        default=True,
+        description="Constrained JSON without free whitespace (xgrammar): small models cannot wander in blanks.",
+    )
     extra_args: list[str] = Field(default_factory=list, description="More vLLM server arguments.")
 
     @classmethod
@@ -92,6 +96,8 @@ class LocalEngine:
             "--max-lora-rank", str(c.max_lora_rank),
             "--max-model-len", str(c.max_model_len),
             "--dtype", "bfloat16",
+            *(["--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
+              if c.compact_json else []),
             *c.extra_args,
         ]
 

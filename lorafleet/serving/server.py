@@ -30,8 +30,12 @@ PID_FILE = "serve.json"
 log = logging.getLogger("lorafleet.serve")
 
 
-def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_file: Path | None = None) -> Gateway:
-    """A gateway whose adapters come from the registry and are checked against ``base``."""
+def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_file: Path | None = None,
+                  keys_file: Path | None = None, **config_overrides) -> Gateway:
+    """A gateway whose adapters come from the registry and are checked against ``base``.
+
+    ``keys_file`` defaults to ``$HOME/keys.yaml`` when that exists (else the gateway runs open).
+    """
     from lorafleet.registry import check_compatibility, open_registry
     from lorafleet.registry.bases import BaseStore
 
@@ -52,12 +56,22 @@ def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_
     def check_version(version: str) -> None:
         registry.resolve(version)
 
+    async def reference(version: str) -> dict | None:
+        manifest = await asyncio.to_thread(registry.resolve, version)
+        return drift_reference(manifest)
+
+    if keys_file is None and settings.layout.keys_file.exists():
+        keys_file = settings.layout.keys_file
     config = GatewayConfig(
         engine_urls=engine_urls,
         routes_file=routes_file or settings.layout.routes_file,
+        keys_file=keys_file,
         max_loaded_adapters=settings.engine_max_cpu_loras,
+        **config_overrides,
     )
-    return Gateway(config, resolve_path, check_version, base_name=base)
+    tokenizer = settings.layout.base(base) / "tokenizer.json"
+    return Gateway(config, resolve_path, check_version, base_name=base, reference=reference, psi=psi,
+                   tokenizer_json=tokenizer if tokenizer.is_file() else None)
 
 
 def serve_foreground(settings: Settings, base: str, host: str, port: int, engine_urls: list[str]) -> None:

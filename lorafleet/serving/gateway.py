@@ -32,7 +32,7 @@ from lorafleet.serving.guardrails import RouteGuard, TokenCounter, build_guards
 from lorafleet.serving.metrics import GatewayMetrics
 from lorafleet.serving.params import check_request
 from lorafleet.serving.router import choose
-from lorafleet.serving.routes import RoutesFile
+from lorafleet.serving.routes import RoutesFile, is_base_ref
 from lorafleet.serving.routes_watch import RoutesWatcher
 from lorafleet.serving.tenants import Authenticator, Tenant
 
@@ -114,10 +114,11 @@ class Gateway:
         return self._base_name or self.pool.base_name
 
     def _prepare_routes(self, routes: RoutesFile) -> dict[str, RouteGuard]:
-        if self.check_version is not None:
-            for route in routes.routes.values():
-                for version in route.versions():
-                    self.check_version(version)
+        for name, route in routes.routes.items():
+            if is_base_ref(route.stable) and self.base_name and route.stable != self.base_name:
+                raise ValueError(f"route {name}: stable {route.stable!r} is not the served base {self.base_name!r}")
+            for version in route.versions() if self.check_version is not None else ():
+                self.check_version(version)
         guards = build_guards(routes, self.config.routes_file.parent)
         info = self.metrics.route_info
         info.clear()
@@ -160,7 +161,7 @@ class Gateway:
             if not allowed:
                 raise ModelNotFound(model)  # existence is not leaked to other tenants
             choice = choose(model, route, key)
-            return Target(model, choice.version, choice.variant)
+            return Target(model, None if is_base_ref(choice.version) else choice.version, choice.variant)
         if model == self.base_name and tenant.may_call(model):
             return Target(model, None, "base")
         raise ModelNotFound(model)
@@ -180,7 +181,8 @@ class Gateway:
             if target.variant != "canary" or route is None:
                 raise
             log.error("canary failed to load, serving stable instead: %s", err)
-            return await self.prepare(Target(target.route, route.stable, "stable"))
+            stable = None if is_base_ref(route.stable) else route.stable
+            return await self.prepare(Target(target.route, stable, "stable"))
         if not already:
             self.metrics.adapter_loads.labels("ok").inc()
             self.metrics.adapter_load_duration.observe(time.perf_counter() - started)
@@ -215,7 +217,7 @@ class Gateway:
         key = body.get("user") or request.headers.get("x-session-id")
         guards = self.watcher.state[1]
         target = self.target(body["model"], key, tenant)
-        guard = guards.get(target.route) if target.version else None
+        guard = guards.get(target.route)
         if guard is not None:
             try:
                 guard.check_input(body, kind, self.tokens)

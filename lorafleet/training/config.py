@@ -1,0 +1,182 @@
+"""The training config: one YAML file validated by :class:`TrainConfig`, plus ``--set`` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from lorafleet.core.config import ConfigModel, format_validation_error
+from lorafleet.training.dedup import DEFAULT_NEAR_JACCARD
+from lorafleet.training.errors import TrainConfigError
+
+__all__ = [
+    "TrainConfig", "DataPaths", "PeftSettings", "DataCheckSettings", "EvalSettings", "GateSettings",
+    "load_train_config", "apply_overrides", "parse_override",
+]
+
+
+class DataPaths(ConfigModel):
+    """JSONL files; relative paths are relative to the config file."""
+
+    train: Path = Field(description="Training rows (chat `messages`, or DPO `prompt/chosen/rejected`).")
+    eval: Path | None = Field(default=None, description="Held-out rows: loss and structured metrics.")
+    golden: Path | None = Field(default=None, description="Golden rows: the pass rate the gate compares with the base.")
+
+
+class PeftSettings(ConfigModel):
+    """The LoRA adapter (peft LoraConfig)."""
+
+    r: int = Field(default=16, ge=1, le=256, description="LoRA rank.")
+    alpha: int = Field(default=32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1, description="Leaf names of the base's Linear layers to adapt.",
+    )
+
+
+class DataCheckSettings(ConfigModel):
+    """Thresholds of the data checks run before any compute."""
+
+    max_truncated_ratio: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Fail when a larger share of train rows exceeds max_seq_length."
+    )
+    near_duplicate_jaccard: float = Field(
+        default=DEFAULT_NEAR_JACCARD, gt=0.0, le=1.0,
+        description="Jaccard similarity (character 3-grams of the user text) from which two rows are near duplicates.",
+    )
+    max_duplicate_ratio: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Fail when a larger share of train rows duplicates another one."
+    )
+    label_field: str | None = Field(
+        default=None, description="Key of the assistant's JSON answer whose balance is reported (e.g. intent)."
+    )
+    min_label_share: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Fail when any label's share of train is below this."
+    )
+
+
+class EvalSettings(ConfigModel):
+    """How the adapter and the base are evaluated on the real vLLM engine."""
+
+    schema_path: Path | None = Field(default=None, description="JSON schema the answers must satisfy (structured targets).")
+    exact_match_fields: list[str] = Field(
+        default_factory=list, description="Top-level keys of the JSON answer compared with the reference."
+    )
+    max_new_tokens: int = Field(default=64, ge=1, description="Generation budget per row (greedy, unconstrained).")
+    max_rows: int | None = Field(default=None, ge=1, description="Evaluate at most this many rows per set.")
+    engine_start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for the engine.")
+
+
+class GateSettings(ConfigModel):
+    """Push only when these hold (``--force`` pushes anyway and records the failure)."""
+
+    min_json_parse_rate: float | None = Field(default=None, ge=0, le=1, description="Held-out JSON parse rate floor.")
+    min_schema_pass_rate: float | None = Field(default=None, ge=0, le=1, description="Held-out schema pass rate floor.")
+    min_field_match: dict[str, float] = Field(
+        default_factory=dict, description="Held-out exact-match floor per field, e.g. {intent: 0.8}."
+    )
+    max_eval_loss: float | None = Field(default=None, gt=0, description="Held-out loss ceiling.")
+    golden_not_below_base: bool = Field(
+        default=True, description="The golden pass rate must not fall below the base model's."
+    )
+
+
+class TrainConfig(ConfigModel):
+    """One training job: data, method, adapter, optimisation, resources, evaluation and gate."""
+
+    base: str = Field(default="smollm2-135m-instruct", description="Base model name in the platform home.")
+    output_name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="Adapter name pushed to the registry.")
+    method: Literal["sft", "dpo"] = Field(default="sft", description="Supervised fine-tuning or DPO.")
+    data: DataPaths = Field(description="Dataset files.")
+    peft: PeftSettings = Field(default_factory=PeftSettings, description="LoRA settings.")
+    quantization: Literal["none", "nf4"] = Field(
+        default="none", description="nf4 = QLoRA: 4-bit NF4 base, double quantization, bf16 compute."
+    )
+    learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the training set (ignored with max_steps).")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of steps with linear warmup.")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="Learning-rate schedule."
+    )
+    batch_size: int = Field(default=8, ge=1, description="Rows per device per step.")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    max_seq_length: int = Field(default=512, ge=16, description="Tokens per rendered row; longer rows are truncated.")
+    dpo_beta: float = Field(default=0.1, gt=0, description="DPO beta (method dpo only).")
+    seed: int = Field(default=42, description="Seed of data order and adapter init.")
+    workers: int = Field(default=1, ge=1, description="Ray Train workers (data-parallel).")
+    cpus_per_worker: int = Field(default=1, ge=1, description="CPUs each Ray worker reserves (and its torch threads).")
+    use_gpu: bool = Field(default=False, description="Give each Ray worker one GPU.")
+    checkpoint_every_steps: int = Field(default=20, ge=1, description="Save a Ray checkpoint every N steps.")
+    max_failures: int = Field(default=2, ge=0, description="Ray FailureConfig retries; each resumes from the last checkpoint.")
+    logging_steps: int = Field(default=5, ge=1, description="Report the loss every N steps.")
+    checks: DataCheckSettings = Field(default_factory=DataCheckSettings, description="Data-check thresholds.")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="Evaluation settings.")
+    gate: GateSettings = Field(default_factory=GateSettings, description="Gate thresholds.")
+
+    @model_validator(mode="after")
+    def _dpo_data(self) -> TrainConfig:
+        if self.method == "dpo" and self.eval.schema_path is None and self.gate.min_schema_pass_rate is not None:
+            raise ValueError("gate.min_schema_pass_rate needs eval.schema_path")
+        return self
+
+    def resolved(self, root: Path) -> TrainConfig:
+        """A copy with every relative path made absolute against ``root`` (the config's folder)."""
+
+        def fix(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else (root / p).resolve())
+
+        data = self.data.model_copy(update={k: fix(getattr(self.data, k)) for k in ("train", "eval", "golden")})
+        ev = self.eval.model_copy(update={"schema_path": fix(self.eval.schema_path)})
+        return self.model_copy(update={"data": data, "eval": ev})
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a","b"], value parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise TrainConfigError(f"--set {item!r}: expected key=value")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    out = yaml.safe_load(yaml.safe_dump(data))  # deep copy
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise TrainConfigError(f"--set {item!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read, override (``--set``) and validate a config; paths resolved against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise TrainConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{path}: expected a mapping at the top level")
+    data = apply_overrides(data, list(overrides))
+    try:
+        cfg = TrainConfig.model_validate(data)
+    except ValidationError as err:
+        raise TrainConfigError(format_validation_error(err, str(path))) from None
+    return cfg.resolved(path.resolve().parent)

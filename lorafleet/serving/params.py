@@ -43,7 +43,8 @@ def check_request(body: Any, kind: Literal["chat", "completion"]) -> dict:
         for i, msg in enumerate(messages):
             if not isinstance(msg, dict):
                 raise _bad(f"messages[{i}]", "each message must be an object")
-            if msg.get("role") not in ROLES:
+            role = msg.get("role")
+            if not isinstance(role, str) or role not in ROLES:
                 raise _bad(f"messages[{i}].role", f"{msg.get('role')!r} is not one of {sorted(ROLES)}")
     else:
         prompt = body.get("prompt")
@@ -62,6 +63,10 @@ def check_request(body: Any, kind: Literal["chat", "completion"]) -> dict:
             raise _bad(name, f"{v!r} must be a number from {lo:g} to {hi:g}")
     if "stream" in body and body["stream"] is not None and not isinstance(body["stream"], bool):
         raise _bad("stream", f"{body['stream']!r} must be true or false")
+    for name in ("stream_options", "response_format"):
+        v = body.get(name)
+        if v is not None and not isinstance(v, dict):
+            raise _bad(name, "must be an object")
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise _bad("user", "must be a string")

@@ -9,10 +9,11 @@ PSI < 0.1 no shift, 0.1-0.25 moderate, > 0.25 large.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Sequence
 
-__all__ = ["DriftMonitor", "histogram", "FEATURES"]
+__all__ = ["DriftMonitor", "histogram", "psi", "reference_histograms", "FEATURES"]
 
 FEATURES = ("prompt_tokens", "completion_tokens")
 
@@ -23,6 +24,32 @@ def histogram(values: Sequence[float], edges: Sequence[float]) -> list[int]:
     for v in values:
         counts[bisect.bisect_left(edges, v)] += 1
     return counts
+
+
+def psi(expected: Sequence[float], actual: Sequence[float], floor: float = 1e-4) -> float:
+    """Population stability index of two histograms over the same buckets."""
+    te, ta = sum(expected), sum(actual)
+    if te <= 0 or ta <= 0:
+        return 0.0
+    total = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        pe, pa = max(e / te, floor), max(a / ta, floor)
+        total += (pa - pe) * math.log(pa / pe)
+    return total
+
+
+def reference_histograms(fingerprint) -> dict[str, tuple[list[float], list[float]]] | None:
+    """{feature: (edges, counts)} from a version's training fingerprint (model or mapping)."""
+    if fingerprint is None:
+        return None
+    data = fingerprint.model_dump() if hasattr(fingerprint, "model_dump") else dict(fingerprint)
+    features = data.get("features") or data
+    out = {}
+    for name in FEATURES:
+        h = features.get(name)
+        if isinstance(h, dict) and h.get("edges") and h.get("counts"):
+            out[name] = (list(h["edges"]), list(h["counts"]))
+    return out or None
 
 
 class DriftMonitor:

@@ -21,6 +21,7 @@ import httpx
 
 from lorafleet.core.fsutil import atomic_write_text
 from lorafleet.core.settings import Settings, get_settings
+from lorafleet.serving.drift import psi, reference_histograms
 from lorafleet.serving.errors import ServingError
 from lorafleet.serving.gateway import Gateway, GatewayConfig, create_app
 
@@ -58,7 +59,7 @@ def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_
 
     async def reference(version: str) -> dict | None:
         manifest = await asyncio.to_thread(registry.resolve, version)
-        return drift_reference(manifest)
+        return reference_histograms(getattr(manifest, "fingerprint", None))
 
     if keys_file is None and settings.layout.keys_file.exists():
         keys_file = settings.layout.keys_file

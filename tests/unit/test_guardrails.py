@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.serving.drift import DriftMonitor, histogram
+from lorafleet.serving.drift import DriftMonitor, histogram, psi, reference_histograms
 from lorafleet.serving.errors import BadRequest
 from lorafleet.serving.exchange import SSEAccumulator, read_body
 from lorafleet.serving.guardrails import TokenCounter, build_guards, find_pii
@@ -146,16 +146,12 @@ def test_price_per_million_and_per_gpu_hour() -> None:
 
 
 def test_drift_monitor_scores_shifted_windows_higher() -> None:
-    def psi(expected: list[int], actual: list[int]) -> float:
-        import math
-
-        e = [max(x / sum(expected), 1e-4) for x in expected]
-        a = [max(x / sum(actual), 1e-4) for x in actual]
-        return sum((ai - ei) * math.log(ai / ei) for ai, ei in zip(a, e, strict=True))
-
     edges = [8, 16, 32, 64, 128]
-    ref = {"prompt_tokens": (edges, histogram([10, 12, 20, 25, 30] * 20, edges)),
-           "completion_tokens": (edges, histogram([5, 6, 7] * 30, edges))}
+    fingerprint = {"features": {
+        "prompt_tokens": {"edges": edges, "counts": histogram([10, 12, 20, 25, 30] * 20, edges)},
+        "completion_tokens": {"edges": edges, "counts": histogram([5, 6, 7] * 30, edges)}}}
+    ref = reference_histograms(fingerprint)
+    assert reference_histograms(None) is None and psi([1, 2, 3], [1, 2, 3]) == 0.0
     mon = DriftMonitor(psi, window=100, min_samples=10)
     for i in range(50):
         mon.observe("r", "r@1", [10, 12, 20, 25, 30][i % 5], 6)

@@ -81,11 +81,14 @@ def base_list(
 
 from lorafleet.platform.cli_keys import keys_app  # noqa: E402
 from lorafleet.platform.cli_serve import serve, stop  # noqa: E402
+from lorafleet.platform.cli_train import data_app, train  # noqa: E402
 
 app.add_typer(keys_app, name="keys")
 
 app.command("serve")(serve)
 app.command("stop")(stop)
+app.command("train")(train)
+app.add_typer(data_app, name="data")
 
 
 @app.command("quickstart")

@@ -111,6 +111,9 @@ class TrainConfig(ConfigModel):
     workers: int = Field(default=1, ge=1, description="Ray Train workers (data-parallel).")
     cpus_per_worker: int = Field(default=1, ge=1, description="CPUs each Ray worker reserves (and its torch threads).")
     use_gpu: bool = Field(default=False, description="Give each Ray worker one GPU.")
+    bf16_autocast: bool = Field(
+        default=False, description="Mixed precision (bf16 autocast); on CPU worth it with AVX512-BF16 or AMX."
+    )
     checkpoint_every_steps: int = Field(default=20, ge=1, description="Save a Ray checkpoint every N steps.")
     max_failures: int = Field(default=2, ge=0, description="Ray FailureConfig retries; each resumes from the last checkpoint.")
     logging_steps: int = Field(default=5, ge=1, description="Report the loss every N steps.")

@@ -77,7 +77,7 @@ def _render(tokenizer: Any, data: dict, method: str) -> str:
     return tokenizer.apply_chat_template(msgs, tokenize=False)
 
 
-def _label(data: dict, key: str) -> str:
+def label_of(data: dict, key: str) -> str:
     msgs = data.get("messages") or as_messages(data.get("chosen", ""), "assistant")
     try:
         obj = json.loads(msgs[-1]["content"])
@@ -149,7 +149,7 @@ def check_data(cfg: TrainConfig, tokenizer: Any) -> DataReport:
     if cfg.checks.label_field:
         counts: dict[str, int] = {}
         for r in splits["train"]:
-            label = _label(r.data, cfg.checks.label_field)
+            label = label_of(r.data, cfg.checks.label_field)
             counts[label] = counts.get(label, 0) + 1
         report.labels = dict(sorted(counts.items(), key=lambda kv: -kv[1]))
         total = len(splits["train"])

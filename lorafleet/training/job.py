@@ -1,0 +1,156 @@
+"""Run one training config as a Ray Train job (``TorchTrainer``; its workers are Ray actors).
+
+Checkpoints go to Ray storage under the platform home; ``FailureConfig`` retries restart the
+worker group, which resumes from the last reported checkpoint. The driver shows a progress
+bar with the live loss, read from a small progress actor the rank-0 worker writes to.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lorafleet.core.settings import Settings
+from lorafleet.training.config import TrainConfig
+from lorafleet.training.errors import JobFailed
+
+__all__ = ["JobResult", "ensure_ray", "run_training_job", "job_payload"]
+
+
+@dataclass
+class JobResult:
+    """What a finished job hands to evaluation and the registry."""
+
+    adapter_dir: Path
+    metrics: dict[str, Any]
+    run_name: str
+    wall_seconds: float
+    attempts: int = 1
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+    worker_pids: list[int] = field(default_factory=list)
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join ``address`` or start an embedded Ray (no dashboard) unless one is already up."""
+    import os
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    verbose = os.environ.get("LORAFLEET_TRAIN_VERBOSE", "") not in ("", "0")
+    if address:
+        ray.init(address=address, log_to_driver=verbose)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False, log_to_driver=verbose,
+                 configure_logging=True, logging_level="WARNING")
+
+
+def job_payload(cfg: TrainConfig, base_dir: Path) -> dict[str, Any]:
+    """The plain dict each worker receives (paths as strings, no pydantic objects)."""
+    data = cfg.model_dump(mode="json")
+    data["base_dir"] = str(base_dir)
+    return data
+
+
+def run_training_job(cfg: TrainConfig, settings: Settings, base_dir: Path, *, run_name: str | None = None,
+                     out_dir: Path | None = None, show_progress: bool = True,
+                     pid_file: Path | None = None, on_progress: Callable[[dict], None] | None = None) -> JobResult:
+    """Train on the current Ray runtime (call :func:`ensure_ray` first) and copy the adapter to ``out_dir``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from lorafleet.training.progress import make_progress_actor
+    from lorafleet.training.worker import FINAL_MARKER, train_loop
+
+    run_name = run_name or f"{cfg.output_name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    storage = settings.layout.ray
+    storage.mkdir(parents=True, exist_ok=True)
+    actor = make_progress_actor()
+    payload = job_payload(cfg, base_dir)
+    payload["progress_actor"] = actor
+    payload["pid_file"] = str(pid_file) if pid_file else None
+    resources = {"CPU": cfg.cpus_per_worker}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=payload,
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except Exception as err:  # noqa: BLE001 - reported below
+            outcome["error"] = err
+
+    t0 = time.perf_counter()
+    thread = threading.Thread(target=fit, name=f"fit-{run_name}", daemon=True)
+    thread.start()
+    _watch(thread, actor, cfg.output_name, show_progress, on_progress)
+    wall = time.perf_counter() - t0
+    state = _get(actor) or {}
+    if "error" in outcome:
+        raise JobFailed(f"training job {run_name} failed: {outcome['error']}".replace("\n", " ")[:2000])
+    result = outcome["result"]
+    if result.error is not None:
+        raise JobFailed(f"training job {run_name} failed: {result.error}".replace("\n", " ")[:2000])
+    ckpt = result.checkpoint
+    if ckpt is None:
+        raise JobFailed(f"training job {run_name} reported no checkpoint")
+    dest = out_dir or (settings.layout.cache / "train" / run_name / "adapter")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.to_directory(str(dest))
+    marker = dest / FINAL_MARKER
+    if not marker.is_file():
+        raise JobFailed(f"training job {run_name}: last checkpoint is not a finished adapter")
+    import json
+
+    metrics = json.loads(marker.read_text())
+    marker.unlink()
+    return JobResult(dest, metrics, run_name, wall, attempts=max(1, state.get("attempts", 1)),
+                     loss_history=state.get("history", []), worker_pids=state.get("pids", []))
+
+
+def _get(actor: Any) -> dict | None:
+    import ray
+
+    try:
+        return ray.get(actor.get.remote(), timeout=10)
+    except Exception:  # noqa: BLE001 - progress is best effort
+        return None
+
+
+def _watch(thread: threading.Thread, actor: Any, label: str, show: bool, on_progress) -> None:
+    """Poll the progress actor while the job runs; draw a rich progress bar with the live loss."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("try {task.fields[attempt]}"), TimeElapsedColumn())
+    with Progress(*columns, disable=not show, transient=False) as bar:
+        task = bar.add_task(label, total=None, loss="-", attempt=1)
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+            state = _get(actor)
+            if not state:
+                continue
+            if on_progress is not None:
+                on_progress(state)
+            loss = f"{state['loss']:.4f}" if state["loss"] is not None else "-"
+            bar.update(task, completed=state["step"], total=state["total"] or None, loss=loss,
+                       attempt=max(1, state["attempts"]))

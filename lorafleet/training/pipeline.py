@@ -1,0 +1,113 @@
+"""check -> train -> evaluate -> gate -> push: what `platform train` runs for one config."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lorafleet.core.settings import Settings
+from lorafleet.training.config import TrainConfig
+from lorafleet.training.errors import GateFailed
+
+__all__ = ["PipelineResult", "run_pipeline", "push_adapter", "comparison_rows"]
+
+
+@dataclass
+class PipelineResult:
+    config: TrainConfig
+    adapter_dir: Path
+    train_metrics: dict[str, Any]
+    evaluation: dict[str, Any]
+    gate: dict[str, Any]
+    lineage: dict[str, Any]
+    ref: str | None = None
+    wall_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def push_adapter(settings: Settings, adapter_dir: Path, name: str, base_manifest: Any, lineage: dict) -> str:
+    """Push to the registry; returns ``name@N`` after verifying the stored version."""
+    from lorafleet.registry import open_registry
+
+    reg = open_registry(settings)
+    m = reg.push(adapter_dir, name, base_manifest, lineage=lineage)
+    reg.verify(m.ref)
+    return str(m.ref)
+
+
+def comparison_rows(evaluation: dict[str, Any], train_metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(metric, base, adapter) rows of the base-vs-adapter table."""
+    rows = []
+
+    def fmt(v):
+        return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    if "eval_loss" in train_metrics:
+        rows.append(("eval.loss", fmt(train_metrics.get("base_eval_loss")), fmt(train_metrics["eval_loss"])))
+    base, ad = evaluation.get("base", {}), evaluation.get("adapter", {})
+    for split in ("eval", "golden"):
+        if split not in ad:
+            continue
+        b, a = base.get(split, {}), ad[split]
+        for key in ("json_parse_rate", "schema_pass_rate", "pass_rate"):
+            if key in a:
+                rows.append((f"{split}.{key}", fmt(b.get(key)), fmt(a[key])))
+        for f, v in a.get("field_match", {}).items():
+            rows.append((f"{split}.match.{f}", fmt(b.get("field_match", {}).get(f)), fmt(v)))
+    return rows
+
+
+def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, push: bool = True,
+                 evaluate: bool = True, show_progress: bool = True, say: Callable[[str], None] = print,
+                 console: Any = None, pid_file: Path | None = None, ray_address: str | None = None,
+                 eval_lock: Any = None) -> PipelineResult:
+    """Run one config end to end. Raises :class:`GateFailed` when the gate fails without ``force``."""
+    import time
+
+    from lorafleet.training.data import render_report
+    from lorafleet.training.fingerprint import compute_fingerprint, dataset_hashes
+    from lorafleet.training.gate import apply_gate
+    from lorafleet.training.job import ensure_ray, run_training_job
+    from lorafleet.training.lineage import build_lineage
+    from lorafleet.training.preflight import load_tokenizer, preflight
+
+    t0 = time.perf_counter()
+    manifest, base_dir, report = preflight(cfg, settings)
+    if console is not None:
+        render_report(report, console)
+    report.raise_on_errors()
+    fingerprint = compute_fingerprint(cfg, load_tokenizer(base_dir))
+
+    ensure_ray(ray_address, num_cpus=None)
+    say(f"training {cfg.output_name} ({cfg.method}, {'QLoRA nf4' if cfg.quantization == 'nf4' else 'LoRA'}, "
+        f"r={cfg.peft.r}) on Ray: {cfg.workers} worker(s) x {cfg.cpus_per_worker} CPU")
+    job = run_training_job(cfg, settings, base_dir, show_progress=show_progress, pid_file=pid_file)
+    train_metrics = dict(job.metrics, attempts=job.attempts, job_wall_s=round(job.wall_seconds, 1))
+    if job.attempts > 1:
+        say(f"the job restarted {job.attempts - 1} time(s) and resumed from its last checkpoint")
+
+    evaluation: dict[str, Any] = {"base": {}, "adapter": {}}
+    if evaluate:
+        from lorafleet.training.evaluate import run_evaluation
+
+        import contextlib
+
+        with eval_lock if eval_lock is not None else contextlib.nullcontext():
+            evaluation = run_evaluation(cfg, settings, manifest, base_dir, job.adapter_dir, say=say)
+    gate = apply_gate(cfg.gate, evaluation.get("adapter", {}), evaluation.get("base", {}),
+                      train_metrics.get("eval_loss"))
+    gate.forced = force and not gate.passed
+    lineage = build_lineage(cfg, manifest, dataset_hashes(cfg), train_metrics, evaluation, fingerprint,
+                            gate.as_dict(), job.run_name)
+    (job.adapter_dir.parent / "lineage.json").write_text(json.dumps(lineage, indent=1, default=str))
+    result = PipelineResult(cfg, job.adapter_dir, train_metrics, evaluation, gate.as_dict(), lineage)
+    say(gate.summary() + (" (pushing anyway: --force)" if gate.forced else ""))
+    if not gate.passed and not force:
+        result.wall_seconds = time.perf_counter() - t0
+        raise GateFailed(f"{cfg.output_name}: {gate.summary()}; adapter kept at {job.adapter_dir} (--force pushes it)")
+    if push:
+        result.ref = push_adapter(settings, job.adapter_dir, cfg.output_name, manifest, lineage)
+    result.wall_seconds = time.perf_counter() - t0
+    return result

@@ -196,10 +196,16 @@ class Gateway:
             "POST", f"{engine.root_url}{path}", content=json.dumps(body).encode(),
             headers={"content-type": "application/json"},
         )
-        try:
-            return await self.client.send(request, stream=stream)
-        except httpx.HTTPError as exc:
-            raise translate(exc, engine.root_url) from exc
+        for attempt in (1, 2):
+            try:
+                return await self.client.send(request, stream=stream)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                # A pooled connection the engine had just closed: no answer began, send it once more.
+                if attempt == 2:
+                    raise translate(exc, engine.root_url) from exc
+            except httpx.HTTPError as exc:
+                raise translate(exc, engine.root_url) from exc
+        raise AssertionError("unreachable")
 
     async def forward(self, request: Request, path: str, kind: str) -> Response:
         started = time.perf_counter()

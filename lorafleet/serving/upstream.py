@@ -13,7 +13,8 @@ def make_client(timeout_s: float, connect_timeout_s: float = 2.0) -> httpx.Async
     """One pooled client for all engines; no connection cap (vLLM queues by itself)."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        # idle connections expire before vLLM's (uvicorn's) 5 s keep-alive closes them
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=2.0),
     )
 
 

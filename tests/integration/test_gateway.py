@@ -159,17 +159,18 @@ def test_routes_edits_under_load_fail_no_request(gw, routes_path, versions) -> N
         n = 0
         while not stop.is_set():
             n += 1
+            started = time.monotonic()  # routing happens at the start: judge by start time
             try:
                 if n % 3 == 0:
                     stream = client.chat.completions.create(model="support", messages=MSG, max_tokens=4,
                                                             stream=True, user=f"w{i}-{n}")
                     chunks = list(stream)
                     assert chunks
-                    results.append((time.monotonic(), None))
+                    results.append((started, None))
                 else:
                     raw = client.chat.completions.with_raw_response.create(
                         model="support", messages=MSG, max_tokens=4, user=f"w{i}-{n}")
-                    results.append((time.monotonic(), raw.headers["x-lorafleet-version"]))
+                    results.append((started, raw.headers["x-lorafleet-version"]))
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -193,7 +194,7 @@ def test_routes_edits_under_load_fail_no_request(gw, routes_path, versions) -> N
     assert errors == [], errors[:5]
     assert len(results) > 100
     seen_before = {v for t, v in results if v and t < switched}
-    after = [v for t, v in results if v and t > switched + 0.5]
+    after = [v for t, v in results if v and t > switched]
     assert {v1, v2} <= seen_before
     assert after and set(after) == {v3}, set(after)  # the bad edit changed nothing
     admin = httpx.get(f"{gw.root_url}/admin/routes").json()

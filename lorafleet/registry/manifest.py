@@ -1,0 +1,90 @@
+"""The manifest of one adapter version: everything needed to trust it, reproduce it and
+watch it in production. Written once, when the version is published; never changed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lorafleet.registry.bases import BaseIdentity, FileEntry
+
+__all__ = ["AdapterManifest", "PeftInfo", "Fingerprint", "Histogram", "AuditEntry", "LINEAGE_FIELDS"]
+
+
+class Histogram(BaseModel):
+    edges: list[float] = Field(description="Bucket upper edges; counts has one more bucket (> last edge).")
+    counts: list[float] = Field(description="Rows per bucket.")
+    mean: float | None = Field(default=None, description="Mean of the raw values.")
+
+
+class Fingerprint(BaseModel):
+    """The training distribution, compared with live traffic for drift."""
+
+    model_config = ConfigDict(extra="allow")
+
+    rows: int = Field(description="Training rows.")
+    features: dict[str, Histogram] = Field(
+        description="prompt_tokens, completion_tokens (and more) token-length histograms."
+    )
+    labels: dict[str, float] = Field(default_factory=dict, description="Share of each target label.")
+    turns_per_example: Histogram | None = Field(default=None, description="Messages per example.")
+    embedding_centroid: list[float] | None = Field(default=None, description="Mean prompt embedding, if computed.")
+
+
+class PeftInfo(BaseModel):
+    peft_type: str = Field(description="LORA (QLoRA adapters are LORA over a 4-bit base).")
+    r: int = Field(description="Rank.")
+    lora_alpha: float = Field(description="Scaling numerator.")
+    lora_dropout: float = Field(default=0.0, description="Dropout on the LoRA path.")
+    target_modules: list[str] = Field(description="Leaf names of the adapted Linear layers.")
+    base_model_name_or_path: str | None = Field(default=None, description="As recorded by peft.")
+
+
+# keys of the lineage a training run hands to push(); anything else lands in `extra`
+LINEAGE_FIELDS = ("training_config", "seed", "method", "quantization", "dataset_sha256", "prompt_template_sha256",
+                  "library_versions", "training_metrics", "eval_metrics", "fingerprint", "gate", "ray_run")
+
+
+class AdapterManifest(BaseModel):
+    name: str = Field(description="Adapter name.")
+    version: int = Field(description="Version number, 1, 2, ... (never reused).")
+    created_at: datetime = Field(description="When it was published (UTC).")
+    created_by: str = Field(description="Who pushed it.")
+    parent: int | None = Field(default=None, description="Version it was derived from, if any.")
+    base: BaseIdentity = Field(description="Identity of the base it was trained on.")
+    peft: PeftInfo = Field(description="The adapter's peft configuration.")
+    training_config: dict[str, Any] | None = Field(default=None, description="The full training config.")
+    seed: int | None = Field(default=None, description="Random seed of the run.")
+    method: str | None = Field(default=None, description="sft or dpo.")
+    quantization: str | None = Field(default=None, description="none or nf4 (QLoRA).")
+    dataset_sha256: dict[str, str] = Field(default_factory=dict, description="train/eval/golden file hashes.")
+    prompt_template_sha256: str | None = Field(default=None, description="Chat template it was trained with.")
+    library_versions: dict[str, str] = Field(default_factory=dict, description="torch, transformers, peft, ...")
+    training_metrics: dict[str, Any] = Field(default_factory=dict, description="Loss, steps, tokens/s, ...")
+    eval_metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out and golden results.")
+    fingerprint: Fingerprint | None = Field(default=None, description="Training distribution for drift.")
+    gate: dict[str, Any] | None = Field(default=None, description="Evaluation gate result (and --force).")
+    ray_run: str | None = Field(default=None, description="Ray Train run name.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Any other lineage given at push.")
+    blob: str = Field(description="Storage id of the version's files.")
+    files: dict[str, FileEntry] = Field(description="Every file with size and sha256.")
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size_bytes for f in self.files.values())
+
+
+class AuditEntry(BaseModel):
+    at: datetime = Field(description="When (UTC).")
+    actor: str = Field(description="Who.")
+    name: str = Field(description="Adapter name.")
+    alias: str = Field(description="Alias that moved.")
+    from_version: int | None = Field(description="Where it pointed before (None: nowhere).")
+    to_version: int | None = Field(description="Where it points now (None: removed).")
+    reason: str = Field(description="Why.")

@@ -1,0 +1,241 @@
+"""Storage backends of the registry: one abstract interface, a local folder and an
+S3-compatible object store.
+
+Everything the registry needs from storage is a flat key space with four operations;
+the one that makes versions safe under concurrency is ``create``: write an object only if
+it does not exist yet, atomically (a hard link on a local disk, ``If-None-Match: *`` on S3).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from lorafleet.registry.errors import RegistryError
+
+__all__ = ["Storage", "LocalStorage", "S3Storage", "storage_from_url"]
+
+
+class Storage(abc.ABC):
+    """A flat key -> bytes store. Keys use '/' and never start with it."""
+
+    @abc.abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist; True if this call created it."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Write (or replace) ``key`` atomically: readers see the old or the new bytes."""
+
+    @abc.abstractmethod
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file to ``key``."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The bytes of ``key``, or None."""
+
+    @abc.abstractmethod
+    def get_file(self, key: str, dest: Path) -> bool:
+        """Download ``key`` to ``dest``; False if it does not exist."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted."""
+
+    @abc.abstractmethod
+    def delete(self, keys: list[str]) -> None:
+        """Remove keys (missing ones are fine)."""
+
+    @abc.abstractmethod
+    def modified_at(self, key: str) -> float | None:
+        """Last-modified time of ``key`` (epoch seconds), or None."""
+
+    def local_path(self, key: str) -> Path | None:
+        """A readable local path of ``key`` if the backend has one (no copy needed)."""
+        return None
+
+
+class LocalStorage(Storage):
+    """Keys are files under ``root``; writes go to a temporary file first."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise RegistryError(f"unsafe storage key {key!r}")
+        return self.root / key
+
+    @contextlib.contextmanager
+    def _temp(self, key: str) -> Iterator[Path]:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def create(self, key: str, data: bytes) -> bool:
+        with self._temp(key) as tmp:
+            tmp.write_bytes(data)
+            os.chmod(tmp, 0o644)
+            _fsync(tmp)
+            try:
+                os.link(tmp, self._path(key))  # atomic and exclusive
+            except FileExistsError:
+                return False
+            return True
+
+    def put(self, key: str, data: bytes) -> None:
+        with self._temp(key) as tmp:
+            tmp.write_bytes(data)
+            os.chmod(tmp, 0o644)
+            _fsync(tmp)
+            os.replace(tmp, self._path(key))
+
+    def put_file(self, key: str, path: Path) -> None:
+        with self._temp(key) as tmp:
+            shutil.copyfile(path, tmp)
+            os.chmod(tmp, 0o644)
+            _fsync(tmp)
+            os.replace(tmp, self._path(key))
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        src = self._path(key)
+        if not src.is_file():
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith(".tmp-"))
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(key).unlink()
+
+    def modified_at(self, key: str) -> float | None:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class S3Storage(Storage):
+    """Keys are objects under ``s3://bucket/prefix`` on any S3-compatible store."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = boto3.client("s3", endpoint_url=endpoint_url,
+                                   config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def create(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise RegistryError(f"s3://{self.bucket}/{self._key(key)}: {err}") from None
+        return True
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self.client.upload_file(str(path), self.bucket, self._key(key))
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        data = self.get(key)
+        if data is None:
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._key(prefix)
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            keys += [o["Key"][cut:] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+    def modified_at(self, key: str) -> float | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["LastModified"].timestamp()
+        except ClientError:
+            return None
+
+    def delete(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            chunk = [{"Key": self._key(k)} for k in keys[i:i + 1000]]
+            if chunk:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk})
+
+
+def storage_from_url(url: str | None, local_root: Path, endpoint_url: str | None = None) -> Storage:
+    """``None`` -> the local folder; ``s3://bucket/prefix`` -> S3 (``endpoint_url`` for MinIO/moto)."""
+    if not url:
+        return LocalStorage(local_root)
+    if url.startswith("s3://"):
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        return S3Storage(bucket, prefix, endpoint_url)
+    if url.startswith("file://") or url.startswith("/"):
+        return LocalStorage(Path(url.removeprefix("file://")))
+    from lorafleet.core.errors import InputError
+
+    raise InputError("LORAFLEET_REGISTRY_URL", url, "use s3://bucket/prefix or a local path")
+

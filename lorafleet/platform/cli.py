@@ -80,10 +80,12 @@ def base_list(
 
 
 from lorafleet.platform.cli_keys import keys_app  # noqa: E402
+from lorafleet.platform.cli_registry import registry_app  # noqa: E402
 from lorafleet.platform.cli_serve import serve, stop  # noqa: E402
 from lorafleet.platform.cli_train import data_app, train  # noqa: E402
 
 app.add_typer(keys_app, name="keys")
+app.add_typer(registry_app, name="registry")
 
 app.command("serve")(serve)
 app.command("stop")(stop)

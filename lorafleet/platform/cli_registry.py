@@ -1,0 +1,118 @@
+"""`platform registry ...`: push, list, show, pull, verify, alias, gc."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lorafleet.core.settings import get_settings
+
+__all__ = ["registry_app"]
+
+registry_app = typer.Typer(help="Immutable adapter versions (name@N), aliases and lineage.", no_args_is_help=True)
+
+
+def _registry():
+    from lorafleet.registry import open_registry
+
+    return open_registry(get_settings())
+
+
+@registry_app.command("push")
+def push(
+    folder: Annotated[Path, typer.Argument(help="A peft adapter folder (adapter_config.json + weights).")],
+    name: Annotated[str, typer.Option("--name", help="Adapter name.")],
+    base: Annotated[str | None, typer.Option("--base", help="Base it was trained on (default: the default base).")] = None,
+    parent: Annotated[int | None, typer.Option(help="Version it was derived from.")] = None,
+) -> None:
+    """Publish FOLDER as the next version of NAME; prints NAME@N."""
+    from lorafleet.registry.bases import BaseStore
+
+    settings = get_settings()
+    base_manifest = BaseStore(settings.layout.bases).require(base or settings.default_base)
+    m = _registry().push(folder, name, base_manifest, parent=parent, max_lora_rank=settings.engine_max_lora_rank)
+    typer.echo(m.ref)
+
+
+@registry_app.command("list")
+def list_(name: Annotated[str | None, typer.Argument(help="Only this adapter.")] = None) -> None:
+    """List adapter versions with their aliases."""
+    from rich.console import Console
+    from rich.table import Table
+
+    reg = _registry()
+    table = Table("version", "created", "by", "base", "rank", "size", "aliases")
+    for m in reg.list(name):
+        aliases = [a for a, v in reg.aliases(m.name).items() if v == m.version]
+        table.add_row(m.ref, m.created_at.strftime("%Y-%m-%d %H:%M:%S"), m.created_by, m.base.name, str(m.peft.r),
+                      f"{m.size_bytes / 1e6:.1f} MB", ",".join(sorted(aliases)))
+    Console().print(table)
+
+
+@registry_app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME@N, NAME@ALIAS or NAME (newest).")],
+    as_json: Annotated[bool, typer.Option("--json", help="The whole manifest as JSON.")] = False,
+) -> None:
+    """Show a version's manifest: lineage, metrics, files."""
+    m = _registry().resolve(ref)
+    if as_json:
+        typer.echo(m.model_dump_json(indent=2))
+        return
+    typer.echo(f"{m.ref}  created {m.created_at.isoformat()} by {m.created_by}")
+    typer.echo(f"base      {m.base.name} (weights {m.base.weights_sha256[:12]})")
+    typer.echo(f"peft      {m.peft.peft_type} r={m.peft.r} alpha={m.peft.lora_alpha} targets={','.join(m.peft.target_modules)}")
+    for key in ("method", "quantization", "seed", "dataset_sha256", "eval_metrics", "gate"):
+        value = getattr(m, key)
+        if value not in (None, {}, []):
+            typer.echo(f"{key:<9} {json.dumps(value, default=str)[:200]}")
+    typer.echo(f"files     {len(m.files)} ({m.size_bytes / 1e6:.2f} MB)")
+
+
+@registry_app.command("pull")
+def pull(
+    ref: Annotated[str, typer.Argument(help="NAME@N, NAME@ALIAS or NAME.")],
+    to: Annotated[Path | None, typer.Option("--to", help="Destination folder (default: ./NAME-N).")] = None,
+) -> None:
+    """Copy a version's files to a folder, verifying every byte."""
+    reg = _registry()
+    m = reg.resolve(ref)
+    dest = reg.pull(m.ref, to or Path(f"{m.name}-{m.version}"))
+    typer.echo(f"{m.ref} -> {dest}")
+
+
+@registry_app.command("verify")
+def verify(ref: Annotated[str, typer.Argument(help="NAME@N, NAME@ALIAS or NAME.")]) -> None:
+    """Re-hash every stored file of a version against its manifest."""
+    m = _registry().verify(ref)
+    typer.echo(f"{m.ref}: {len(m.files)} files verified")
+
+
+@registry_app.command("alias")
+def alias(
+    name: Annotated[str, typer.Argument(help="Adapter name.")],
+    alias_: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias, e.g. champion.")],
+    version: Annotated[int, typer.Argument(help="Version it should point to.")],
+    reason: Annotated[str, typer.Option(help="Why (audit log).")] = "",
+) -> None:
+    """Point NAME@ALIAS at VERSION (recorded in the audit log)."""
+    _registry().set_alias(name, alias_, version, reason=reason)
+    typer.echo(f"{name}@{alias_} -> {name}@{version}")
+
+
+@registry_app.command("gc")
+def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False) -> None:
+    """Remove versions no alias points to, no routes file names and that are not the newest."""
+    import re
+
+    settings = get_settings()
+    routes = settings.layout.routes_file
+    named = set(re.findall(r"[a-z0-9][a-z0-9._-]*@\d+", routes.read_text())) if routes.exists() else set()
+    removed = _registry().gc(named, dry_run=dry_run)
+    for line in removed:
+        typer.echo(("would remove " if dry_run else "removed ") + line)
+    if not removed:
+        typer.echo("nothing to remove")

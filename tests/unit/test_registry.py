@@ -1,0 +1,161 @@
+"""The registry on both backends: the local folder and a real S3 server (moto, loopback)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lorafleet.core.errors import InputError
+from lorafleet.registry import check_compatibility
+from lorafleet.registry.errors import IncompatibleAdapter, IntegrityError, NotFound, RegistryError
+from lorafleet.registry.storage import LocalStorage, S3Storage
+from lorafleet.registry.store import Registry
+from tests.conftest import TINY_BASE, make_lora_adapter
+from tests.registry_backends import moto_s3
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    with moto_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(params=["local", "s3"])
+def reg(request, tmp_path) -> Registry:
+    if request.param == "local":
+        return Registry(LocalStorage(tmp_path / "registry"), tmp_path / "cache")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return Registry(S3Storage("lorafleet-test", f"t/{tmp_path.name}", endpoint), tmp_path / "cache")
+
+
+@pytest.fixture(scope="module")
+def adapter(settings, tiny_base, tmp_path_factory) -> Path:
+    return make_lora_adapter(settings.layout.base(TINY_BASE), tmp_path_factory.mktemp("adapter"), r=4, seed=3)
+
+
+def test_push_resolve_and_lineage(reg, adapter, tiny_base) -> None:
+    m1 = reg.push(adapter, "intents", tiny_base, lineage={
+        "seed": 7, "dataset_sha256": {"train": "ab"}, "eval_metrics": {"schema_pass_rate": 0.95},
+        "fingerprint": {"rows": 3, "features": {"prompt_tokens": {"edges": [8, 16], "counts": [1, 2, 0]}}},
+        "something_new": 1})
+    m2 = reg.push(adapter, "intents", tiny_base, parent=1)
+    assert (m1.ref, m2.ref) == ("intents@1", "intents@2")
+    assert reg.resolve("intents").version == 2 and reg.resolve("intents@1").seed == 7
+    got = reg.resolve("intents@1")
+    assert got.base == tiny_base.identity and got.peft.r == 4 and got.peft.peft_type == "LORA"
+    assert got.fingerprint.features["prompt_tokens"].counts == [1, 2, 0]
+    assert got.extra == {"something_new": 1} and m2.parent == 1
+    assert set(got.files) >= {"adapter_config.json", "adapter_model.safetensors"}
+    assert [m.ref for m in reg.list("intents")] == ["intents@1", "intents@2"] and reg.names() == ["intents"]
+    reg.verify("intents@1")
+
+
+def test_aliases_move_and_are_audited(reg, adapter, tiny_base) -> None:
+    reg.push(adapter, "a", tiny_base)
+    reg.push(adapter, "a", tiny_base)
+    reg.set_alias("a", "stable", 1, actor="ann", reason="first")
+    reg.set_alias("a", "stable", 2, actor="bob", reason="better")
+    assert reg.resolve("a@stable").version == 2 and reg.aliases("a") == {"stable": 2}
+    audit = reg.audit("a")
+    assert [(e.actor, e.from_version, e.to_version, e.reason) for e in audit] == [
+        ("ann", None, 1, "first"), ("bob", 1, 2, "better")]
+    with pytest.raises(NotFound, match="aliases: stable"):
+        reg.resolve("a@champion")
+    with pytest.raises(NotFound):
+        reg.set_alias("a", "canary", 9, actor="x")
+
+
+def _count(reg: Registry) -> int:
+    return len(reg.storage.list("adapters/"))
+
+
+def test_bad_adapter_folders_write_nothing(reg, adapter, tiny_base, tmp_path) -> None:
+    no_cfg = tmp_path / "no-cfg"
+    shutil.copytree(adapter, no_cfg)
+    (no_cfg / "adapter_config.json").unlink()
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(adapter, no_weights)
+    (no_weights / "adapter_model.safetensors").unlink()
+    with pytest.raises(IncompatibleAdapter, match="adapter_config.json"):
+        reg.push(no_cfg, "x", tiny_base)
+    with pytest.raises(IncompatibleAdapter, match="no adapter weights"):
+        reg.push(no_weights, "x", tiny_base)
+    for bad in ("../x", "has space", ""):
+        with pytest.raises(InputError, match="not a safe name"):
+            reg.push(adapter, bad, tiny_base)
+    assert _count(reg) == 0
+
+
+def test_a_mismatched_base_is_refused(reg, adapter, tiny_base) -> None:
+    other = tiny_base.model_copy(deep=True)
+    other.linear_modules = {k: [v[0] * 2, v[1] * 2] for k, v in other.linear_modules.items()}
+    with pytest.raises(IncompatibleAdapter, match=r"shape \[4, 64\].*needs \[4, 128\]"):
+        reg.push(adapter, "x", other)
+    no_q = tiny_base.model_copy(deep=True)
+    no_q.linear_modules.pop("q_proj")
+    with pytest.raises(IncompatibleAdapter, match="target module 'q_proj' does not exist"):
+        reg.push(adapter, "x", no_q)
+    with pytest.raises(IncompatibleAdapter, match="above the engine's max LoRA rank 2"):
+        reg.push(adapter, "x", tiny_base, max_lora_rank=2)
+    assert _count(reg) == 0
+
+
+def test_manifest_check_compares_base_identity(reg, adapter, tiny_base) -> None:
+    m = reg.push(adapter, "x", tiny_base)
+    check_compatibility(m, tiny_base)
+    other = tiny_base.model_copy(deep=True)
+    other.identity.weights_sha256 = "0" * 64
+    with pytest.raises(IncompatibleAdapter, match="was trained on base"):
+        check_compatibility(m, other)
+
+
+def _flip_byte(reg: Registry, ref: str, rel: str) -> None:
+    m = reg.resolve(ref)
+    key = f"adapters/{m.name}/blobs/{m.blob}/{rel}"
+    data = bytearray(reg.storage.get(key))
+    data[len(data) // 2] ^= 0x01
+    reg.storage.put(key, bytes(data))
+
+
+def test_a_flipped_byte_fails_verify_pull_and_materialize(reg, adapter, tiny_base, tmp_path) -> None:
+    reg.push(adapter, "x", tiny_base)
+    _flip_byte(reg, "x@1", "adapter_model.safetensors")
+    with pytest.raises(IntegrityError, match="adapter_model.safetensors"):
+        reg.verify("x@1")
+    with pytest.raises(IntegrityError, match="adapter_model.safetensors"):
+        reg.pull("x@1", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(IntegrityError, match="adapter_model.safetensors"):
+        reg.materialize("x@1")
+
+
+def test_pull_and_materialize_give_verified_folders(reg, adapter, tiny_base, tmp_path) -> None:
+    reg.push(adapter, "x", tiny_base)
+    out = reg.pull("x", tmp_path / "copy")
+    assert (out / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
+    folder = reg.materialize("x@1")
+    assert json.loads((folder / "adapter_config.json").read_text())["r"] == 4
+    with pytest.raises(RegistryError, match="already exists"):
+        reg.pull("x", tmp_path / "copy")
+
+
+def test_gc_keeps_aliased_routed_and_newest(reg, adapter, tiny_base) -> None:
+    for _ in range(5):
+        reg.push(adapter, "g", tiny_base)
+    reg.set_alias("g", "stable", 2, actor="t")
+    removed = reg.gc({"g@3"})
+    assert sorted(removed) == ["g@1", "g@4"]
+    assert reg.versions("g") == [2, 3, 5]
+    reg.verify("g@2")
+    with pytest.raises(NotFound):
+        reg.resolve("g@1")
+    assert reg.push(adapter, "g", tiny_base).version == 6  # numbers are never reused
+
+
+def test_unsafe_refs_are_refused(reg) -> None:
+    for bad in ("../etc@1", "a@", "@1"):
+        with pytest.raises(InputError):
+            reg.resolve(bad)

@@ -33,6 +33,8 @@ class JobResult:
     attempts: int = 1
     loss_history: list[tuple[int, float]] = field(default_factory=list)
     worker_pids: list[int] = field(default_factory=list)
+    resumed_from: list[int] = field(default_factory=list)
+    timeline: list[tuple[int, int, float]] = field(default_factory=list)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -124,7 +126,8 @@ def run_training_job(cfg: TrainConfig, settings: Settings, base_dir: Path, *, ru
     metrics = json.loads(marker.read_text())
     marker.unlink()
     return JobResult(dest, metrics, run_name, wall, attempts=max(1, state.get("attempts", 1)),
-                     loss_history=state.get("history", []), worker_pids=state.get("pids", []))
+                     loss_history=state.get("history", []), worker_pids=state.get("pids", []),
+                     resumed_from=state.get("resumed_from", []), timeline=state.get("timeline", []))
 
 
 def _get(actor: Any) -> dict | None:

@@ -84,7 +84,10 @@ def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, p
     say(f"training {cfg.output_name} ({cfg.method}, {'QLoRA nf4' if cfg.quantization == 'nf4' else 'LoRA'}, "
         f"r={cfg.peft.r}) on Ray: {cfg.workers} worker(s) x {cfg.cpus_per_worker} CPU")
     job = run_training_job(cfg, settings, base_dir, show_progress=show_progress, pid_file=pid_file)
-    train_metrics = dict(job.metrics, attempts=job.attempts, job_wall_s=round(job.wall_seconds, 1))
+    train_metrics = dict(job.metrics, attempts=job.attempts, resumed_from_steps=job.resumed_from,
+                         job_wall_s=round(job.wall_seconds, 1))
+    if job.metrics.get("train_runtime_s"):
+        train_metrics["train_tokens_per_s"] = round(job.metrics["num_input_tokens_seen"] / job.metrics["train_runtime_s"], 1)
     if job.attempts > 1:
         say(f"the job restarted {job.attempts - 1} time(s) and resumed from its last checkpoint")
 
@@ -109,5 +112,6 @@ def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, p
         raise GateFailed(f"{cfg.output_name}: {gate.summary()}; adapter kept at {job.adapter_dir} (--force pushes it)")
     if push:
         result.ref = push_adapter(settings, job.adapter_dir, cfg.output_name, manifest, lineage)
+        say(f"pushed {result.ref}")
     result.wall_seconds = time.perf_counter() - t0
     return result

@@ -22,10 +22,13 @@ class ProgressState:
         self.train_seconds = 0.0
         self.pids: list[int] = []
         self.checkpoints = 0
+        self.resumed_from: list[int] = []
+        self.timeline: list[tuple[int, int, float]] = []  # (step, tokens seen, step seconds so far)
 
     def start(self, pid: int, resumed_step: int) -> None:
         self.attempts += 1
         self.pids.append(pid)
+        self.resumed_from.append(resumed_step)
         self.step = resumed_step
 
     def update(self, step: int, total: int, loss: float | None = None, tokens: int | None = None,
@@ -36,6 +39,7 @@ class ProgressState:
             self.history.append((step, loss))
         if tokens is not None:
             self.tokens = tokens
+            self.timeline.append((step, tokens, train_seconds or 0.0))
         if train_seconds is not None:
             self.train_seconds = train_seconds
 
@@ -45,7 +49,8 @@ class ProgressState:
     def get(self) -> dict[str, Any]:
         return dict(step=self.step, total=self.total, loss=self.loss, history=list(self.history),
                     attempts=self.attempts, tokens=self.tokens, train_seconds=self.train_seconds,
-                    pids=list(self.pids), checkpoints=self.checkpoints)
+                    pids=list(self.pids), checkpoints=self.checkpoints,
+                    resumed_from=list(self.resumed_from), timeline=list(self.timeline))
 
 
 def make_progress_actor() -> Any:

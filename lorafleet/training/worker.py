@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["train_loop", "build_datasets", "load_model"]
+__all__ = ["train_loop", "build_trainer", "build_datasets", "load_model", "FINAL_MARKER"]
 
 FINAL_MARKER = "lorafleet_final.json"
 
@@ -91,6 +91,37 @@ def _trainer_args(cfg: dict, out_dir: str, world_size: int) -> dict:
     )
 
 
+def build_trainer(cfg: dict, out_dir: str, callbacks: list, world: int = 1) -> Any:
+    """The TRL trainer (SFT: loss on the assistant completion only; DPO) with the peft LoRA config."""
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg["base_dir"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = load_model(cfg["base_dir"], cfg["quantization"], cfg["use_gpu"])
+    peft_cfg = LoraConfig(r=cfg["peft"]["r"], lora_alpha=cfg["peft"]["alpha"], lora_dropout=cfg["peft"]["dropout"],
+                          target_modules=cfg["peft"]["target_modules"], task_type="CAUSAL_LM")
+    train_ds, eval_ds = build_datasets(cfg)
+    args = _trainer_args(cfg, out_dir, world)
+    if cfg["method"] == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        args.update(beta=cfg["dpo_beta"])
+        trainer = DPOTrainer(model=model, args=DPOConfig(**args), train_dataset=train_ds, eval_dataset=eval_ds,
+                             processing_class=tokenizer, peft_config=peft_cfg, callbacks=callbacks)
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        args.update(completion_only_loss=True)
+        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=train_ds, eval_dataset=eval_ds,
+                             processing_class=tokenizer, peft_config=peft_cfg, callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # the driver draws progress and loss
+    trainer.remove_callback(HFProgress)
+    return trainer
+
+
 def _renice() -> None:
     """Ray starts workers at niceness 15; a training worker competes on equal terms with an in-process run."""
     tasks = Path("/proc/self/task")
@@ -105,8 +136,7 @@ def train_loop(cfg: dict) -> None:
     """Entry point of each Ray Train worker."""
     import ray.train
     import torch
-    from peft import LoraConfig
-    from transformers import AutoTokenizer, TrainerCallback
+    from transformers import TrainerCallback
 
     from lorafleet.training.progress import ProgressCallback
 
@@ -128,15 +158,7 @@ def train_loop(cfg: dict) -> None:
         step0 = json.loads((Path(resume_dir) / "trainer_state.json").read_text())["global_step"] if resume_dir else 0
         actor.start.remote(os.getpid(), step0)
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg["base_dir"])
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = load_model(cfg["base_dir"], cfg["quantization"], cfg["use_gpu"])
-    peft_cfg = LoraConfig(r=cfg["peft"]["r"], lora_alpha=cfg["peft"]["alpha"], lora_dropout=cfg["peft"]["dropout"],
-                          target_modules=cfg["peft"]["target_modules"], task_type="CAUSAL_LM")
-    train_ds, eval_ds = build_datasets(cfg)
     out_dir = str(local / "hf")
-    args = _trainer_args(cfg, out_dir, world)
 
     class ReportCheckpoints(TrainerCallback):
         """Hand each saved HF checkpoint (adapter + optimizer + scheduler + RNG) to Ray storage."""
@@ -150,28 +172,13 @@ def train_loop(cfg: dict) -> None:
                 actor.saved.remote()
 
     callbacks = [ReportCheckpoints()] + ([ProgressCallback(actor, rank)] if actor is not None else [])
-    if cfg["method"] == "dpo":
-        from trl import DPOConfig, DPOTrainer
-
-        args.update(beta=cfg["dpo_beta"])
-        trainer = DPOTrainer(model=model, args=DPOConfig(**args), train_dataset=train_ds, eval_dataset=eval_ds,
-                             processing_class=tokenizer, peft_config=peft_cfg, callbacks=callbacks)
-    else:
-        from trl import SFTConfig, SFTTrainer
-
-        args.update(completion_only_loss=True)
-        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=train_ds, eval_dataset=eval_ds,
-                             processing_class=tokenizer, peft_config=peft_cfg, callbacks=callbacks)
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
-
-    trainer.remove_callback(PrinterCallback)  # the driver draws progress and loss
-    trainer.remove_callback(HFProgress)
+    trainer = build_trainer(cfg, out_dir, callbacks, world)
     result = trainer.train(resume_from_checkpoint=resume_dir)
 
     metrics: dict[str, Any] = {"train_loss": float(result.training_loss), "global_step": int(result.global_step),
                                "train_runtime_s": float(result.metrics.get("train_runtime", 0.0)),
                                "num_input_tokens_seen": int(trainer.state.num_input_tokens_seen or 0)}
-    if eval_ds is not None and cfg["method"] == "sft":
+    if trainer.eval_dataset is not None and cfg["method"] == "sft":
         metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
         with trainer.model.disable_adapter():
             metrics["base_eval_loss"] = float(trainer.evaluate()["eval_loss"])
@@ -181,3 +188,6 @@ def train_loop(cfg: dict) -> None:
         (final / FINAL_MARKER).write_text(json.dumps(metrics))
     ray.train.report({**metrics, "final": True},
                      checkpoint=ray.train.Checkpoint.from_directory(str(final)) if rank == 0 else None)
+    import shutil
+
+    shutil.rmtree(local, ignore_errors=True)  # reported checkpoints were uploaded to Ray storage

@@ -1,5 +1,5 @@
 """Training throughput: the Ray Train job vs the same TRL training in-process, and LoRA vs
-QLoRA (NF4) memory and tokens/s. Prints a table and draws benchmarks/results/train_bench.png.
+QLoRA (NF4) memory and tokens/s. Prints a table and draws benchmarks/out/train_bench.png.
 
     LORAFLEET_HOME=/tmp/lfhome .venv/bin/python benchmarks/train_bench.py --steps 20
 
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=3, help="Steps of warm-up left out of the rate.")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:

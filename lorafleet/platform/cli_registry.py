@@ -65,10 +65,13 @@ def show(
     typer.echo(f"{m.ref}  created {m.created_at.isoformat()} by {m.created_by}")
     typer.echo(f"base      {m.base.name} (weights {m.base.weights_sha256[:12]})")
     typer.echo(f"peft      {m.peft.peft_type} r={m.peft.r} alpha={m.peft.lora_alpha} targets={','.join(m.peft.target_modules)}")
-    for key in ("method", "quantization", "seed", "dataset_sha256", "eval_metrics", "gate"):
+    for key in ("parent", "method", "quantization", "seed", "dataset_sha256", "prompt_template_version",
+                "library_versions", "training_metrics", "eval_metrics", "gate"):
         value = getattr(m, key)
         if value not in (None, {}, []):
             typer.echo(f"{key:<9} {json.dumps(value, default=str)[:200]}")
+    if m.fingerprint is not None:
+        typer.echo(f"{'fingerprint':<9} {m.fingerprint.rows} rows, features {', '.join(sorted(m.fingerprint.features))}")
     typer.echo(f"files     {len(m.files)} ({m.size_bytes / 1e6:.2f} MB)")
 
 
@@ -106,12 +109,10 @@ def alias(
 @registry_app.command("gc")
 def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False) -> None:
     """Remove versions no alias points to, no routes file names and that are not the newest."""
-    import re
+    from lorafleet.registry.refs import routed_versions
 
     settings = get_settings()
-    routes = settings.layout.routes_file
-    named = set(re.findall(r"[a-z0-9][a-z0-9._-]*@\d+", routes.read_text())) if routes.exists() else set()
-    removed = _registry().gc(named, dry_run=dry_run)
+    removed = _registry().gc(routed_versions(settings.layout.routes_file), dry_run=dry_run)
     for line in removed:
         typer.echo(("would remove " if dry_run else "removed ") + line)
     if not removed:

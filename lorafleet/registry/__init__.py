@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lorafleet.registry.compat import check_compatibility
-from lorafleet.registry.manifest import AdapterManifest, AuditEntry, Fingerprint
+from lorafleet.registry.fingerprint import TOKEN_LENGTH_EDGES, TURN_EDGES, Fingerprint, Histogram, histogram, psi
+from lorafleet.registry.manifest import AdapterManifest, AuditEntry
 from lorafleet.registry.store import Registry, parse_ref
 
 if TYPE_CHECKING:
     from lorafleet.core.settings import Settings
 
-__all__ = ["open_registry", "Registry", "AdapterManifest", "AdapterRef", "AuditEntry", "Fingerprint",
-           "check_compatibility", "parse_ref"]
+__all__ = ["open_registry", "Registry", "AdapterManifest", "AdapterRef", "AuditEntry", "Fingerprint", "Histogram",
+           "TOKEN_LENGTH_EDGES", "TURN_EDGES", "histogram", "psi", "check_compatibility", "parse_ref"]
 
 AdapterRef = str  # "name@N", "name@alias" or "name"
 

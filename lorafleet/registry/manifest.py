@@ -6,31 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from lorafleet.registry.bases import BaseIdentity, FileEntry
+from lorafleet.registry.fingerprint import Fingerprint, Histogram
 
 __all__ = ["AdapterManifest", "PeftInfo", "Fingerprint", "Histogram", "AuditEntry", "LINEAGE_FIELDS"]
-
-
-class Histogram(BaseModel):
-    edges: list[float] = Field(description="Bucket upper edges; counts has one more bucket (> last edge).")
-    counts: list[float] = Field(description="Rows per bucket.")
-    mean: float | None = Field(default=None, description="Mean of the raw values.")
-
-
-class Fingerprint(BaseModel):
-    """The training distribution, compared with live traffic for drift."""
-
-    model_config = ConfigDict(extra="allow")
-
-    rows: int = Field(description="Training rows.")
-    features: dict[str, Histogram] = Field(
-        description="prompt_tokens, completion_tokens (and more) token-length histograms."
-    )
-    labels: dict[str, float] = Field(default_factory=dict, description="Share of each target label.")
-    turns_per_example: Histogram | None = Field(default=None, description="Messages per example.")
-    embedding_centroid: list[float] | None = Field(default=None, description="Mean prompt embedding, if computed.")
 
 
 class PeftInfo(BaseModel):
@@ -44,7 +25,8 @@ class PeftInfo(BaseModel):
 
 # keys of the lineage a training run hands to push(); anything else lands in `extra`
 LINEAGE_FIELDS = ("training_config", "seed", "method", "quantization", "dataset_sha256", "prompt_template_sha256",
-                  "library_versions", "training_metrics", "eval_metrics", "fingerprint", "gate", "ray_run")
+                  "prompt_template_version", "library_versions", "training_metrics", "eval_metrics", "fingerprint",
+                  "gate", "ray_run")
 
 
 class AdapterManifest(BaseModel):
@@ -61,7 +43,9 @@ class AdapterManifest(BaseModel):
     quantization: str | None = Field(default=None, description="none or nf4 (QLoRA).")
     dataset_sha256: dict[str, str] = Field(default_factory=dict, description="train/eval/golden file hashes.")
     prompt_template_sha256: str | None = Field(default=None, description="Chat template it was trained with.")
-    library_versions: dict[str, str] = Field(default_factory=dict, description="torch, transformers, peft, ...")
+    prompt_template_version: str | None = Field(default=None, description="Prompt template version label, if any.")
+    library_versions: dict[str, str] = Field(
+        default_factory=dict, description="torch, transformers, peft, trl, vllm versions (filled at push if not given).")
     training_metrics: dict[str, Any] = Field(default_factory=dict, description="Loss, steps, tokens/s, ...")
     eval_metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out and golden results.")
     fingerprint: Fingerprint | None = Field(default=None, description="Training distribution for drift.")

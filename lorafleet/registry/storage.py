@@ -75,8 +75,14 @@ class LocalStorage(Storage):
     @contextlib.contextmanager
     def _temp(self, key: str) -> Iterator[Path]:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        for attempt in range(3):  # a concurrent delete may prune the folder between the two calls
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         os.close(fd)
         try:
             yield Path(tmp)
@@ -132,8 +138,16 @@ class LocalStorage(Storage):
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
+            path = self._path(key)
             with contextlib.suppress(FileNotFoundError):
-                self._path(key).unlink()
+                path.unlink()
+            for parent in path.parents:  # drop folders left empty (a removed blob's)
+                if parent == self.root or self.root not in parent.parents:
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
 
     def modified_at(self, key: str) -> float | None:
         try:

@@ -6,6 +6,8 @@ Storage layout (the same keys on a local folder and on S3):
     adapters/<name>/versions/<N>.json           its manifest: the version exists once this does
     adapters/<name>/aliases/<alias>.json        {"version": N}: the only things that move
     adapters/<name>/audit/<time>-<id>.json      one entry per alias change (who, when, from, to, why)
+    adapters/<name>/removed/<N>                 gc removed version N: its files are gone, its manifest
+                                                stays as a record, so the number is never handed out again
 
 A push uploads the files under a fresh blob id, then publishes the manifest with a
 create-if-absent write at the next free number, retrying on the next number when another
@@ -31,6 +33,7 @@ from lorafleet.registry.bases import BaseManifest, FileEntry
 from lorafleet.registry.compat import check_compatibility, read_peft_info
 from lorafleet.registry.errors import IntegrityError, NotFound, RegistryError
 from lorafleet.registry.manifest import LINEAGE_FIELDS, AdapterManifest, AuditEntry
+from lorafleet.registry.refs import library_versions
 from lorafleet.registry.storage import Storage
 
 __all__ = ["Registry", "parse_ref", "ORPHAN_GRACE_S"]
@@ -73,17 +76,36 @@ class Registry:
     def _blob_key(self, name: str, blob: str, rel: str) -> str:
         return f"{self._prefix(name)}/blobs/{blob}/{rel}"
 
+    def _removed_key(self, name: str, version: int) -> str:
+        return f"{self._prefix(name)}/removed/{version:08d}"
+
+    def _numbers(self, prefix: str) -> list[int]:
+        keys = self.storage.list(prefix)
+        return sorted(int(k.rsplit("/", 1)[1].removesuffix(".json")) for k in keys if k.rsplit("/", 1)[1][:1].isdigit())
+
     # -- reading --------------------------------------------------------------------------
     def names(self) -> list[str]:
         return sorted({k.split("/")[1] for k in self.storage.list("adapters/") if "/versions/" in k})
 
+    def _allocated(self, name: str) -> list[int]:
+        """Every number ever published, including versions gc removed."""
+        return self._numbers(f"{self._prefix(name)}/versions/")
+
+    def removed(self, name: str) -> list[int]:
+        """Versions gc removed (their numbers stay taken)."""
+        return self._numbers(f"{self._prefix(name)}/removed/")
+
     def versions(self, name: str) -> list[int]:
-        keys = self.storage.list(f"{self._prefix(name)}/versions/")
-        return sorted(int(k.rsplit("/", 1)[1].removesuffix(".json")) for k in keys if k.endswith(".json"))
+        """The live versions of ``name``, oldest first."""
+        gone = set(self.removed(name))
+        return [v for v in self._allocated(name) if v not in gone]
 
     def get(self, name: str, version: int) -> AdapterManifest | None:
+        """The manifest of a live version, or None."""
         data = self.storage.get(self._version_key(name, version))
-        return AdapterManifest.model_validate_json(data) if data is not None else None
+        if data is None or self.storage.get(self._removed_key(name, version)) is not None:
+            return None
+        return AdapterManifest.model_validate_json(data)
 
     def list(self, name: str | None = None) -> list[AdapterManifest]:
         out = []
@@ -122,7 +144,8 @@ class Registry:
             version = aliases[which]
         manifest = self.get(name, version)
         if manifest is None:
-            raise NotFound(f"{name}@{version} not found (versions: {', '.join(map(str, versions))})")
+            gone = " (removed by gc)" if version in self.removed(name) else ""
+            raise NotFound(f"{name}@{version} not found{gone} (versions: {', '.join(map(str, versions))})")
         return manifest
 
     # -- pushing --------------------------------------------------------------------------
@@ -138,6 +161,7 @@ class Registry:
         peft = read_peft_info(src_dir)
         lineage = dict(lineage or {})
         known = {k: lineage.pop(k) for k in LINEAGE_FIELDS if k in lineage}
+        known["library_versions"] = {**library_versions(), **(known.get("library_versions") or {})}
         files = {p.relative_to(src_dir).as_posix(): p for p in sorted(src_dir.rglob("*"))
                  if p.is_file() and not p.name.startswith(".")}
         entries = {rel: FileEntry(size_bytes=p.stat().st_size, sha256=sha256_file(p)) for rel, p in files.items()}
@@ -151,7 +175,7 @@ class Registry:
             time.sleep(pause)
         draft = dict(name=name, created_at=datetime.now(UTC), created_by=created_by or _actor(), parent=parent,
                      base=base.identity, peft=peft, extra=lineage, blob=blob, files=entries, **known)
-        existing = self.versions(name)
+        existing = self._allocated(name)
         version = (existing[-1] if existing else 0) + 1
         for _ in range(10_000):
             manifest = AdapterManifest(version=version, **draft)
@@ -214,13 +238,21 @@ class Registry:
                     self._check_file(m, rel, folder / rel)
                 return folder
             except IntegrityError:
-                shutil.rmtree(folder)
-        return self.pull(m.ref, folder)
+                shutil.rmtree(folder, ignore_errors=True)
+        tmp = self.pull(m.ref, folder.parent / f".pull-{folder.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(tmp, folder)  # another process may have materialized it meanwhile: keep theirs
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            for rel in m.files:
+                self._check_file(m, rel, folder / rel)
+        return folder
 
     # -- aliases and gc -------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: int | None, *, actor: str | None = None,
                   reason: str = "") -> None:
         """Point ``name@alias`` at ``version`` (None removes it); the change is audited."""
+        check_name(name, "NAME")
         check_name(alias, "ALIAS")
         if alias.isdigit():
             raise RegistryError(f"alias {alias!r} cannot be a number")
@@ -232,41 +264,63 @@ class Registry:
             self.storage.delete([key])
         else:
             self.storage.put(key, json.dumps({"version": version}).encode())
+            if self.get(name, version) is None:  # gc removed it meanwhile: put the alias back
+                if before is None:
+                    self.storage.delete([key])
+                else:
+                    self.storage.put(key, json.dumps({"version": before}).encode())
+                raise NotFound(f"{name}@{version} was just removed by gc")
         entry = AuditEntry(at=datetime.now(UTC), actor=actor or _actor(), name=name, alias=alias,
                            from_version=before, to_version=version, reason=reason)
         stamp = entry.at.strftime("%Y%m%dT%H%M%S%f")
         self.storage.create(f"{self._prefix(name)}/audit/{stamp}-{uuid.uuid4().hex[:8]}.json",
                             entry.model_dump_json().encode())
 
-    def gc(self, named: set[str], dry_run: bool = False) -> list[str]:
-        """Remove versions that no alias points to, no routes file names (``named``), and
-        that are not their adapter's newest; and blobs of crashed pushes older than an hour."""
+    def gc(self, named: set[str], dry_run: bool = False, orphan_grace_s: float = ORPHAN_GRACE_S) -> list[str]:
+        """Remove versions that no alias points to, that ``named`` (the routes file) does not
+        name, and that are not their adapter's newest; and files of pushes that crashed more
+        than ``orphan_grace_s`` ago. Returns what was (or, with ``dry_run``, would be) removed.
+
+        A removed version is first marked removed (it stops resolving at once), then its files
+        are deleted; its manifest stays so its number is never allocated again.
+        """
         removed = []
-        for name in self.names():
-            versions = self.versions(name)
-            keep = set(self.aliases(name).values()) | {versions[-1]} | {
+        for name in sorted({k.split("/")[1] for k in self.storage.list("adapters/")}):
+            versions = self.versions(name)  # may be none: only a crashed first push's files
+            keep = set(self.aliases(name).values()) | set(versions[-1:]) | {
                 int(r.partition("@")[2]) for r in named if r.partition("@")[0] == name}
-            referenced = set()
+            handled = set()  # blobs of kept versions, and of versions removed just now
             for v in versions:
                 m = self.get(name, v)
                 if m is None:
                     continue
+                handled.add(m.blob)
                 if v in keep:
-                    referenced.add(m.blob)
                     continue
                 removed.append(m.ref)
                 if not dry_run:  # unpublish first, then delete the files
-                    self.storage.delete([self._version_key(name, v)])
+                    self.storage.create(self._removed_key(name, v), m.ref.encode())
+                    if v in self.aliases(name).values():  # an alias moved here meanwhile: keep it
+                        self.storage.delete([self._removed_key(name, v)])
+                        removed.pop()
+                        continue
                     self.storage.delete(self.storage.list(f"{self._prefix(name)}/blobs/{m.blob}/"))
-            now = time.time()
-            blob_keys = self.storage.list(f"{self._prefix(name)}/blobs/")
-            for blob in sorted({k.split("/")[3] for k in blob_keys}):
-                if blob in referenced or any(m.blob == blob for m in self.list(name)):
-                    continue
-                keys = [k for k in blob_keys if k.split("/")[3] == blob]
-                stamps = [t for k in keys if (t := self.storage.modified_at(k)) is not None]
-                if stamps and now - max(stamps) > ORPHAN_GRACE_S:
-                    removed.append(f"{name} blob {blob} (unpublished push)")
-                    if not dry_run:
-                        self.storage.delete(keys)
+            removed += self._gc_orphans(name, handled, dry_run, orphan_grace_s)
         return removed
+
+    def _gc_orphans(self, name: str, handled: set[str], dry_run: bool, grace_s: float) -> list[str]:
+        """Blobs no live version uses and nothing wrote to for ``grace_s`` (crashed pushes)."""
+        now, out = time.time(), []
+        blob_keys = self.storage.list(f"{self._prefix(name)}/blobs/")
+        by_blob: dict[str, list[str]] = {}
+        for k in blob_keys:
+            by_blob.setdefault(k.split("/")[3], []).append(k)
+        for blob, keys in sorted(by_blob.items()):
+            if blob in handled:
+                continue
+            stamps = [t for k in keys if (t := self.storage.modified_at(k)) is not None]
+            if stamps and now - max(stamps) >= grace_s:
+                out.append(f"{name} blob {blob} (unpublished push)")
+                if not dry_run:
+                    self.storage.delete(keys)
+        return out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lorafleet.registry.errors import NotFound
 from lorafleet.registry.storage import LocalStorage, S3Storage
 from lorafleet.registry.store import Registry
 from tests.conftest import TINY_BASE, make_lora_adapter
@@ -69,6 +70,11 @@ def test_kill_9_mid_push_leaves_no_partial_version(backend, adapter) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert reg.versions("shared") == [] and reg.names() == []
+    with pytest.raises(NotFound):
+        reg.resolve("shared")
+    # what the killed push wrote is an orphan: gc removes it once the grace period is over
+    assert [r for r in reg.gc(set(), orphan_grace_s=0) if "unpublished push" in r] != []
+    assert reg.storage.list("adapters/shared/") == []
     ok = _pusher(env, adapter, 1)
     out, err = ok.communicate(timeout=120)
     assert ok.returncode == 0, err

@@ -159,3 +159,77 @@ def test_unsafe_refs_are_refused(reg) -> None:
     for bad in ("../etc@1", "a@", "@1"):
         with pytest.raises(InputError):
             reg.resolve(bad)
+
+
+def test_create_is_exclusive_on_the_backend(reg) -> None:
+    """The one primitive version allocation relies on: create-if-absent (link / If-None-Match)."""
+    assert reg.storage.create("probe/k", b"first") is True
+    assert reg.storage.create("probe/k", b"second") is False
+    assert reg.storage.get("probe/k") == b"first"
+
+
+def test_gc_never_hands_a_removed_number_out_again(reg, adapter, tiny_base) -> None:
+    for _ in range(3):
+        reg.push(adapter, "n", tiny_base)
+    assert reg.gc(set()) == ["n@1", "n@2"]
+    with pytest.raises(NotFound, match="removed by gc"):
+        reg.resolve("n@1")
+    assert reg.versions("n") == [3] and reg.removed("n") == [1, 2]
+    # a stale pusher that still thinks 2 is free cannot publish there
+    assert reg.storage.create("adapters/n/versions/00000002.json", b"{}") is False
+    with pytest.raises(NotFound):
+        reg.set_alias("n", "stable", 1, actor="t", reason="gone")
+    blobs = {k.split("/")[3] for k in reg.storage.list("adapters/n/blobs/")}
+    assert blobs == {reg.resolve("n@3").blob}  # the removed versions' files are gone
+    reg.verify("n@3")
+
+
+def test_gc_removes_files_of_crashed_pushes_only_after_the_grace(reg, adapter, tiny_base) -> None:
+    m = reg.push(adapter, "o", tiny_base)
+    reg.storage.put("adapters/o/blobs/deadbeef/adapter_model.safetensors", b"half")
+    reg.storage.put("adapters/crashed/blobs/cafe/adapter_config.json", b"{}")  # a first push that died
+    assert reg.gc(set()) == []  # within the grace period: could be a push in progress
+    removed = reg.gc(set(), orphan_grace_s=0)
+    assert sorted(removed) == ["crashed blob cafe (unpublished push)", "o blob deadbeef (unpublished push)"]
+    assert {k.split("/")[3] for k in reg.storage.list("adapters/o/blobs/")} == {m.blob}
+    assert reg.storage.list("adapters/crashed/") == []
+    reg.verify("o@1")
+
+
+def test_alias_delete_and_bad_alias_names(reg, adapter, tiny_base) -> None:
+    reg.push(adapter, "d", tiny_base)
+    reg.set_alias("d", "canary", 1, actor="ann", reason="try")
+    reg.set_alias("d", "canary", None, actor="ann", reason="rolled back")
+    assert reg.aliases("d") == {}
+    assert [(e.from_version, e.to_version) for e in reg.audit("d")] == [(None, 1), (1, None)]
+    with pytest.raises(RegistryError, match="cannot be a number"):
+        reg.set_alias("d", "7", 1, actor="x", reason="")
+    with pytest.raises(InputError, match="not a safe name"):
+        reg.set_alias("d", "../evil", 1, actor="x", reason="")
+    assert reg.aliases("d") == {}
+
+
+def test_library_versions_and_prompt_template_are_recorded(reg, adapter, tiny_base) -> None:
+    from importlib.metadata import version
+
+    m = reg.push(adapter, "l", tiny_base, lineage={"library_versions": {"trl": "9.9"},
+                                                   "prompt_template_version": "v3"})
+    got = reg.resolve("l@1")
+    assert got.library_versions["peft"] == version("peft") and got.library_versions["torch"] == version("torch")
+    assert got.library_versions["trl"] == "9.9"  # what training passes wins
+    assert got.prompt_template_version == "v3" and m.created_by
+
+
+def test_materialize_on_s3_caches_and_replaces_a_corrupted_cache(reg, adapter, tiny_base) -> None:
+    reg.push(adapter, "c", tiny_base)
+    first = reg.materialize("c@1")
+    assert first == reg.materialize("c")  # same folder the second time
+    if reg.storage.local_path("x") is None:  # S3: the cache copy, not the store, is what we damage
+        target = first / "adapter_model.safetensors"
+        data = bytearray(target.read_bytes())
+        data[100] ^= 0xFF
+        target.write_bytes(bytes(data))
+        again = reg.materialize("c@1")
+        assert (again / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
+    else:
+        assert first.is_relative_to(reg.storage.root)  # local: the stored folder itself

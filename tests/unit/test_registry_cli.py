@@ -17,7 +17,10 @@ PLATFORM = str(Path(sys.executable).with_name("platform"))
 
 @pytest.fixture()
 def cli(settings, tiny_base, tmp_path):
-    env = dict(os.environ, LORAFLEET_HOME=str(settings.home), LORAFLEET_REGISTRY_URL=str(tmp_path / "reg"),
+    home = tmp_path / "home"  # its own home (own routes file), sharing the session's bases
+    home.mkdir()
+    (home / "bases").symlink_to(settings.layout.bases, target_is_directory=True)
+    env = dict(os.environ, LORAFLEET_HOME=str(home), LORAFLEET_REGISTRY_URL=str(tmp_path / "reg"),
                LORAFLEET_DEFAULT_BASE=TINY_BASE)
 
     def run(*args: str) -> subprocess.CompletedProcess:
@@ -43,6 +46,38 @@ def test_push_show_alias_pull_verify(cli, settings, tmp_path) -> None:
     assert cli("gc", "--dry-run").stdout.strip() == "nothing to remove"  # @1 is aliased, @2 the newest
     cli("push", str(src), "--name", "demo")
     assert cli("gc", "--dry-run").stdout.strip() == "would remove demo@2"
+    assert "library_versions" in cli("show", "demo@2").stdout
+
+
+def test_gc_spares_what_the_routes_file_names(cli, settings, tmp_path) -> None:
+    src = make_lora_adapter(settings.layout.base(TINY_BASE), tmp_path / "a", r=4)
+    for _ in range(3):
+        cli("push", str(src), "--name", "demo")
+    routes = tmp_path / "home" / "routes.yaml"
+    routes.write_text("routes:\n  demo:\n    stable: demo@1\n    canary: {version: demo@2, weight: 5}\n")
+    assert cli("gc").stdout.strip() == "nothing to remove"
+    routes.write_text("routes: [oops\n")
+    r = cli("gc")
+    assert r.returncode == 2 and "refusing to gc" in r.stderr
+    routes.write_text("routes:\n  demo: {stable: demo@2}\n")
+    assert cli("gc").stdout.strip() == "removed demo@1"
+    r = cli("show", "demo@1")
+    assert r.returncode == 2 and "removed by gc" in r.stderr
+    assert cli("verify", "demo@2").returncode == 0
+
+
+def test_a_flipped_byte_fails_verify_and_pull_naming_the_file(cli, settings, tmp_path) -> None:
+    src = make_lora_adapter(settings.layout.base(TINY_BASE), tmp_path / "a", r=4)
+    assert cli("push", str(src), "--name", "demo").returncode == 0
+    blob = json.loads(cli("show", "demo@1", "--json").stdout)["blob"]
+    stored = tmp_path / "reg" / "adapters" / "demo" / "blobs" / blob / "adapter_model.safetensors"
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 0x01
+    stored.write_bytes(bytes(data))
+    for args in (("verify", "demo@1"), ("pull", "demo@1", "--to", "out")):
+        r = cli(*args)
+        assert r.returncode == 2 and "adapter_model.safetensors" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -28,29 +28,32 @@ def ray_runtime():
     ray.shutdown()
 
 
-def test_train_evaluate_gate_force_push(settings, tiny_base, ray_runtime):
-    from lorafleet.registry import open_registry
-    from lorafleet.training.pipeline import comparison_rows, run_pipeline
+def test_platform_train_evaluates_gates_and_force_pushes(settings, tiny_base, ray_runtime):
+    from typer.testing import CliRunner
 
-    cfg = load_train_config(EXAMPLE, [*FAST, "output_name=tiny-intents", "max_steps=4", "checkpoint_every_steps=2",
-                                      "gate.min_schema_pass_rate=0.99"])
-    messages: list[str] = []
-    result = run_pipeline(cfg, settings, force=True, show_progress=False, say=messages.append)
-    # the random tiny model cannot pass the gate: --force pushes and records the failure
-    assert result.ref == "tiny-intents@1"
-    assert any(m.startswith("gate failed:") and "eval.schema_pass_rate=" in m for m in messages), messages
-    manifest = open_registry(settings).verify(result.ref)
+    from lorafleet.platform.cli import app
+    from lorafleet.registry import open_registry
+
+    sets = [*FAST, "output_name=tiny-intents", "max_steps=4", "checkpoint_every_steps=2", "gate.min_schema_pass_rate=0.99"]
+    args = ["train", str(EXAMPLE), *[x for kv in sets for x in ("--set", kv)], "--force"]
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+    out = res.output
+    # data checks first, then the base-vs-adapter table; the random tiny model fails the gate: --force pushes
+    assert out.index("data check") < out.index("tiny-intents: base vs adapter")
+    assert "gate failed:" in out and "eval.schema_pass_rate=" in out and "(pushing anyway: --force)" in out
+    assert "pushed tiny-intents@1" in out
+    manifest = open_registry(settings).verify("tiny-intents@1")
     assert manifest.gate["passed"] is False and manifest.gate["forced"] is True
     assert manifest.training_metrics["global_step"] == 4 and manifest.training_metrics["attempts"] == 1
     assert manifest.training_metrics["eval_loss"] > 0 and "base_eval_loss" in manifest.training_metrics
     assert set(manifest.dataset_sha256) == {"train", "eval", "golden"}
-    assert manifest.fingerprint.rows == 640 and manifest.fingerprint.features["prompt_tokens"].counts
+    assert manifest.fingerprint.rows == 640 and sum(manifest.fingerprint.features["prompt_tokens"].counts) == 640
     assert manifest.prompt_template_sha256 == tiny_base.identity.chat_template_sha256
-    assert manifest.peft.r == 16 and manifest.method == "sft"
+    assert manifest.peft.r == 16 and manifest.method == "sft" and manifest.library_versions["peft"]
     for who in ("base", "adapter"):
         scores = manifest.eval_metrics[who]["eval"]
         assert scores["rows"] == 6 and 0 <= scores["json_parse_rate"] <= 1 and "intent" in scores["field_match"]
-    assert [r[0] for r in comparison_rows(result.evaluation, result.train_metrics)][0] == "eval.loss"
 
 
 def test_killed_worker_resumes_from_checkpoint(settings, tiny_base, ray_runtime, tmp_path):

@@ -7,7 +7,6 @@ sha256 of every dataset file, so a version can be compared with the traffic it s
 
 from __future__ import annotations
 
-import bisect
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,7 @@ from lorafleet.core.fsutil import sha256_file
 from lorafleet.training.config import TrainConfig
 from lorafleet.training.rows import as_messages, read_jsonl
 
-__all__ = ["TOKEN_EDGES", "dataset_hashes", "compute_fingerprint"]
-
-TOKEN_EDGES = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048]
-
-
-def _hist(values: list[int], edges: list[int]) -> list[int]:
-    counts = [0] * (len(edges) + 1)
-    for v in values:
-        counts[bisect.bisect_left(edges, v)] += 1
-    return counts
+__all__ = ["dataset_hashes", "compute_fingerprint"]
 
 
 def dataset_hashes(cfg: TrainConfig) -> dict[str, str]:
@@ -40,7 +30,9 @@ def dataset_hashes(cfg: TrainConfig) -> dict[str, str]:
 def compute_fingerprint(cfg: TrainConfig, tokenizer: Any) -> dict[str, Any]:
     """Token-length histograms and label shares of the training rows, rendered with the base's template."""
     rows = read_jsonl(cfg.data.train, "train")
-    prompt_lengths, completion_lengths, labels = [], [], {}
+    from lorafleet.registry.fingerprint import TURN_EDGES, Fingerprint, Histogram
+
+    prompt_lengths, completion_lengths, turns, labels = [], [], [], {}
     for r in rows:
         d = r.data
         if "messages" in d:
@@ -48,6 +40,7 @@ def compute_fingerprint(cfg: TrainConfig, tokenizer: Any) -> dict[str, Any]:
         else:
             prompt = as_messages(d["prompt"], "user")
             completion = "".join(m["content"] for m in as_messages(d["chosen"], "assistant"))
+        turns.append(len(prompt) + 1)
         text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         prompt_lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
         completion_lengths.append(len(tokenizer(completion, add_special_tokens=False)["input_ids"]))
@@ -57,15 +50,12 @@ def compute_fingerprint(cfg: TrainConfig, tokenizer: Any) -> dict[str, Any]:
             lab = label_of(d, cfg.checks.label_field)
             labels[lab] = labels.get(lab, 0) + 1
     n = len(rows)
-    return {
-        "rows": n,
-        "features": {
-            "prompt_tokens": {"edges": TOKEN_EDGES, "counts": _hist(prompt_lengths, TOKEN_EDGES),
-                              "mean": sum(prompt_lengths) / n},
-            "completion_tokens": {"edges": TOKEN_EDGES, "counts": _hist(completion_lengths, TOKEN_EDGES),
-                                  "mean": sum(completion_lengths) / n},
-        },
-        "labels": {k: v / n for k, v in sorted(labels.items())},
-        "label_field": cfg.checks.label_field,
-        "dataset_sha256": dataset_hashes(cfg),
-    }
+    fingerprint = Fingerprint(
+        rows=n,
+        features={"prompt_tokens": Histogram.of(prompt_lengths), "completion_tokens": Histogram.of(completion_lengths)},
+        labels={k: v / n for k, v in sorted(labels.items())},
+        turns_per_example=Histogram.of(turns, TURN_EDGES),
+        label_field=cfg.checks.label_field,
+        dataset_sha256=dataset_hashes(cfg),
+    )
+    return fingerprint.model_dump(mode="json")

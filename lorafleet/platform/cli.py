@@ -79,6 +79,7 @@ def base_list(
     Console().print(table)
 
 
+from lorafleet.platform.cli_control import canary_app, dashboard, promote, rollback, status  # noqa: E402
 from lorafleet.platform.cli_keys import keys_app  # noqa: E402
 from lorafleet.platform.cli_registry import registry_app  # noqa: E402
 from lorafleet.platform.cli_serve import serve, stop  # noqa: E402
@@ -91,6 +92,11 @@ app.command("serve")(serve)
 app.command("stop")(stop)
 app.command("train")(train)
 app.add_typer(data_app, name="data")
+app.command("promote")(promote)
+app.command("rollback")(rollback)
+app.command("status")(status)
+app.add_typer(canary_app, name="canary")
+app.command("dashboard")(dashboard)
 
 
 @app.command("quickstart")

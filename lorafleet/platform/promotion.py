@@ -33,8 +33,8 @@ def parse_percent(text: str | float) -> float:
     return value
 
 
-# (version ref) -> None, raising PlatformError when the version must not be promoted
-GateCheck = Callable[[str], None]
+# (version ref, route) -> None, raising PlatformError when the version must not be promoted there
+GateCheck = Callable[[str, str], None]
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Promoter:
         route_name = check_name(route or manifest.name, "--route")
         if self.gate is not None:
             try:
-                self.gate(manifest.ref)
+                self.gate(manifest.ref, route_name)
             except PlatformError as err:
                 if not force:
                     raise PlatformError(f"{err} (use --force --reason TEXT to promote anyway)") from None

@@ -24,6 +24,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lorafleet.core.config import ConfigModel
+from lorafleet.core.errors import LorafleetError
 from lorafleet.serving.drift import DriftMonitor
 from lorafleet.serving.engines import Engine, EnginePool, PathResolver
 from lorafleet.serving.errors import AdapterLoadFailed, BadRequest, ModelNotFound, ServingError, error_body
@@ -166,6 +167,20 @@ class Gateway:
             return Target(model, None, "base")
         raise ModelNotFound(model)
 
+    def pin(self, target: Target, version: str, tenant: Tenant) -> Target:
+        from lorafleet.serving.routes import parse_version_ref
+
+        if not tenant.admin:
+            raise AdminOnly()
+        try:
+            parse_version_ref(version)
+            if self.check_version is not None:
+                self.check_version(version)
+        except (ValueError, LorafleetError) as err:
+            raise BadRequest(f"X-Lorafleet-Version: {err}", param="X-Lorafleet-Version",
+                             code="unknown_version") from None
+        return Target(target.route, version, "pinned")
+
     async def prepare(self, target: Target) -> tuple[Target, Engine]:
         """Pick an engine and load the version; a canary that cannot load falls back to stable."""
         engine = self.pool.pick(target.version)
@@ -225,6 +240,9 @@ class Gateway:
         key = body.get("user") or request.headers.get("x-session-id")
         guards = self.watcher.state[1]
         target = self.target(body["model"], key, tenant)
+        pinned = request.headers.get("x-lorafleet-version")
+        if pinned:  # admins (and promote's golden-set run) may call one exact version of a route
+            target = self.pin(target, pinned, tenant)
         guard = guards.get(target.route)
         if guard is not None:
             try:

@@ -1,0 +1,112 @@
+"""The golden-set gate of `platform promote`.
+
+A version is refused when its training-time gate failed (it was pushed with --force),
+or when its golden-set pass rate falls below the route's stable version's. With a gateway
+running, the golden set is sent through the gateway itself (version pinned with the
+``X-Lorafleet-Version`` header, so validators and adapter loading are the serving path);
+without one, the pass rates recorded at training time are compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lorafleet.core.fsutil import sha256_file
+from lorafleet.core.settings import Settings
+from lorafleet.platform.errors import PlatformError
+
+__all__ = ["golden_gate", "run_golden"]
+
+
+def _golden_rows(manifest) -> tuple[list[list[dict]], list[str]] | None:
+    """Prompts and reference answers of the version's golden set, if the file is here unchanged."""
+    import json
+
+    data = (manifest.training_config or {}).get("data") or {}
+    path = data.get("golden")
+    if not path or not Path(path).is_file():
+        return None
+    if manifest.dataset_sha256.get("golden") not in (None, sha256_file(path)):
+        raise PlatformError(f"{manifest.ref}: golden set {path} changed since training (sha256 differs)")
+    prompts, refs = [], []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            messages = json.loads(line)["messages"]
+            prompts.append(messages[:-1])
+            refs.append(messages[-1]["content"])
+    return prompts, refs
+
+
+def run_golden(gateway_url: str, route: str, version: str | None, manifest, admin_key: str | None = None) -> float:
+    """Golden pass rate of ``version`` (None: the route's base) through the gateway."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openai import OpenAI
+
+    from lorafleet.training.scoring import score_answers
+
+    rows = _golden_rows(manifest)
+    if rows is None:
+        raise PlatformError(f"{manifest.ref}: its golden set is not available here")
+    prompts, refs = rows
+    ev = (manifest.training_config or {}).get("eval") or {}
+    client = OpenAI(base_url=f"{gateway_url}/v1", api_key=admin_key or "unused", max_retries=2, timeout=300)
+    headers = {"X-Lorafleet-Version": version} if version else {}
+
+    def one(messages: list[dict]) -> str:
+        r = client.chat.completions.create(model=route, messages=messages, temperature=0.0,
+                                           max_tokens=int(ev.get("max_new_tokens") or 64), extra_headers=headers)
+        return r.choices[0].message.content or ""
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(one, prompts))
+    return float(score_answers(answers, refs, None, [])["pass_rate"])
+
+
+def _recorded_golden(manifest, which: str = "adapter") -> float | None:
+    ev = manifest.eval_metrics or {}
+    return ((ev.get(which) or {}).get("golden") or {}).get("pass_rate")
+
+
+def golden_gate(settings: Settings, gateway_url: str | None = None, admin_key: str | None = None,
+                say: Callable[[str], None] = lambda _m: None) -> Callable[[str, str], None]:
+    """gate(ref, route): raise PlatformError when ``ref`` must not be promoted on ``route``."""
+
+    def gate(ref: str, route: str) -> None:
+        from lorafleet.registry import open_registry
+        from lorafleet.serving.routes import RoutesFile, is_base_ref
+        from lorafleet.serving.server import read_pid_file
+
+        reg = open_registry(settings)
+        m = reg.resolve(ref)
+        if m.gate is not None and not m.gate.get("passed", True):
+            failed = [c["name"] for c in m.gate.get("checks", []) if not c.get("passed")]
+            raise PlatformError(f"{m.ref} failed its evaluation gate at training ({', '.join(failed) or 'see manifest'})")
+        current = RoutesFile.load(settings.layout.routes_file).routes.get(route)
+        stable = current.stable if current else None
+        url = gateway_url
+        if url is None:
+            record = read_pid_file(settings)
+            url = record["url"].removesuffix("/v1") if record else None
+        if url is not None and _golden_rows(m) is not None:
+            model = route if current is not None else m.base.name  # a new route: pin through the base
+            mine = run_golden(url, model, m.ref, m, admin_key)
+            if stable is None or is_base_ref(stable):
+                theirs = _recorded_golden(m, "base")
+                label = "the base model (recorded at training)"
+            else:
+                theirs = run_golden(url, model, stable, m, admin_key)
+                label = stable
+            say(f"golden set through the gateway: {m.ref} {mine:.1%}, {label} "
+                f"{'n/a' if theirs is None else f'{theirs:.1%}'}")
+        else:
+            mine = _recorded_golden(m)
+            theirs = _recorded_golden(reg.resolve(stable)) if stable and not is_base_ref(stable) else \
+                _recorded_golden(m, "base")
+            label = stable or "the base model"
+            say(f"golden pass rate recorded at training: {m.ref} {mine}, {label} {theirs}")
+        if mine is not None and theirs is not None and mine < theirs:
+            raise PlatformError(f"{m.ref} passes {mine:.1%} of its golden set, below {label} ({theirs:.1%})")
+
+    return gate

@@ -150,6 +150,10 @@ def pull_base(
     Idempotent: a base that is already there is returned as it is (``created`` False).
     """
     check_name(name, "name")
+    store = BaseStore(settings.layout.bases)
+    existing = store.get(name)
+    if existing is not None:
+        return existing, False
     if source is None and name not in BUILTIN_BASES:
         raise InputError(
             "name", name,
@@ -157,10 +161,6 @@ def pull_base(
         )
     if source is not None:
         check_causal_lm_folder(source)
-    store = BaseStore(settings.layout.bases)
-    existing = store.get(name)
-    if existing is not None:
-        return existing, False
 
     with staged_dir(store.path(name)) as stage:
         if source is None:

@@ -100,11 +100,19 @@ app.command("dashboard")(dashboard)
 
 
 @app.command("quickstart")
-def quickstart() -> None:
-    """Pull the default base, start a vLLM engine and ask it one question with the openai client."""
+def quickstart(
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a training config key (key=value).")] = None,
+    requests: Annotated[int, typer.Option(help="Requests to send through the gateway.")] = 300,
+    port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
+) -> None:
+    """The whole loop on the real SmolLM2 base: pull, train support-intents on Ray, serve,
+    promote a 5% canary, send traffic, show the status and a plot. The server keeps running."""
     from lorafleet.platform.quickstart import run_quickstart
 
-    run_quickstart(get_settings(), say=typer.echo)
+    summary = run_quickstart(get_settings(), say=typer.echo, overrides=tuple(set_ or ()), requests=requests,
+                             port=port)
+    if summary["traffic"]["failures"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -1,48 +1,147 @@
-"""The quickstart (README command 1): base pull -> vLLM engine -> one chat completion.
+"""The quickstart (README command 1): the whole platform loop on the real SmolLM2 base.
 
-Each step prints what it does and how long it took. Later steps of the platform loop
-(train -> push -> serve -> promote) join here as they land.
+base pull (the settings' default base) -> platform train (support-intents) -> serve in the background -> promote with a
+5% canary -> mixed traffic with the openai client -> status table and a plot of canary vs
+stable -> how to roll back and how to stop. Each step prints what it does and its time.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from lorafleet.core.settings import DEFAULT_BASE, Settings
+from lorafleet.core.settings import Settings
 
-__all__ = ["run_quickstart", "QUESTION"]
+__all__ = ["run_quickstart", "EXAMPLE", "ROUTE"]
 
-QUESTION = "What is the capital of France?"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support-intents" / "train.yaml"
+ROUTE = "support-intents"
 
 
-def run_quickstart(settings: Settings, say: Callable[[str], None] = print) -> str:
-    """Run the quickstart; return the model's answer."""
+def _traffic(url: str, route: str, requests: int, prompts: list[list[dict]], say) -> dict:
+    """Mixed traffic from distinct users, streaming and not; returns what the client saw."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from openai import OpenAI
 
+    client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=300)
+    seen: dict[str, int] = {}
+    failures: list[str] = []
+
+    def one(i: int) -> None:
+        messages = prompts[i % len(prompts)]
+        try:
+            if i % 4 == 0:
+                for _ in client.chat.completions.create(model=route, messages=messages, max_tokens=48,
+                                                        temperature=0, user=f"user-{i}", stream=True):
+                    pass
+                variant = "stream"
+            else:
+                raw = client.chat.completions.with_raw_response.create(model=route, messages=messages, max_tokens=48,
+                                                                       temperature=0, user=f"user-{i}")
+                variant = raw.headers["x-lorafleet-variant"]
+            seen[variant] = seen.get(variant, 0) + 1
+        except Exception as exc:  # noqa: BLE001 - every failure is reported
+            failures.append(f"{type(exc).__name__}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, range(requests)))
+    return {"seen": seen, "failures": failures}
+
+
+def _plot(rows: list[dict], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['variant']}\n{r['version']}" for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].bar(labels, [1 - (r["schema_failure_rate"] or 0) if r["requests"] else 0 for r in rows],
+                color=["tab:blue", "tab:orange"][: len(rows)])
+    axes[0].set(title="schema pass rate", ylim=(0, 1.05))
+    axes[1].bar(labels, [r["p95_latency_s"] or 0 for r in rows], color=["tab:blue", "tab:orange"][: len(rows)])
+    axes[1].set(title="p95 latency (s, histogram bucket bound)")
+    for ax, key in zip(axes, ("requests", "requests"), strict=True):
+        for i, r in enumerate(rows):
+            ax.annotate(f"n={r[key]}", (i, 0), ha="center", va="bottom", fontsize=8)
+    fig.suptitle(f"{ROUTE}: canary vs stable")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def run_quickstart(settings: Settings, say: Callable[[str], None] = print, overrides: tuple[str, ...] = (),
+                   requests: int = 300, canary_percent: float = 5.0, port: int = 8000) -> dict:
+    """Run the loop; the server stays up (stop it with `platform stop`). Returns a summary."""
+    import json
+
     from lorafleet.platform.base_pull import pull_base
-    from lorafleet.serving.engine import EngineConfig, LocalEngine
+    from lorafleet.platform.gates import golden_gate
+    from lorafleet.platform.promotion import Promoter
+    from lorafleet.platform.routes_edit import edit_route
+    from lorafleet.platform.status import collect_status, render_status
+    from lorafleet.serving.routes import Route
+    from lorafleet.serving.server import read_pid_file, serve_detached
+    from lorafleet.training.config import load_train_config
+    from lorafleet.training.pipeline import comparison_rows, run_pipeline
 
+    base = settings.default_base
     t0 = time.perf_counter()
-    say(f"[1/3] base pull {DEFAULT_BASE} (home: {settings.home})")
-    manifest, created = pull_base(settings, DEFAULT_BASE, progress=lambda m: say(f"      {m}"))
-    say(f"      {'pulled' if created else 'already present'}: {manifest.parameter_count / 1e6:.1f}M params "
-        f"in {time.perf_counter() - t0:.1f}s")
+    clock = lambda: f"[{time.perf_counter() - t0:6.0f}s]"  # noqa: E731
 
-    t1 = time.perf_counter()
-    log = settings.layout.logs / "quickstart-engine.log"
-    say(f"[2/3] starting vLLM on {DEFAULT_BASE} (log: {log})")
-    config = EngineConfig.from_settings(settings, settings.layout.base(DEFAULT_BASE), DEFAULT_BASE, log_path=log)
-    with LocalEngine(config) as engine:
-        say(f"      ready at {engine.url} in {time.perf_counter() - t1:.1f}s")
-        say(f"[3/3] chat completion with the openai client: {QUESTION!r}")
-        client = OpenAI(base_url=engine.url, api_key="unused")
-        t2 = time.perf_counter()
-        reply = client.chat.completions.create(
-            model=DEFAULT_BASE, messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=32
-        )
-        answer = reply.choices[0].message.content or ""
-        say(f"      {DEFAULT_BASE}: {answer!r} ({reply.usage.completion_tokens} tokens, "
-            f"{time.perf_counter() - t2:.2f}s)")
-    say(f"quickstart done in {time.perf_counter() - t0:.0f}s")
-    return answer
+    say(f"{clock()} 1/6 base pull {base} (home: {settings.home})")
+    manifest, created = pull_base(settings, base, progress=lambda m: say(f"         {m}"))
+    say(f"         {'pulled' if created else 'already present'}: {manifest.parameter_count / 1e6:.1f}M params")
+
+    say(f"{clock()} 2/6 platform train {EXAMPLE.relative_to(EXAMPLE.parents[2])}")
+    cfg = load_train_config(EXAMPLE, list(overrides))
+    result = run_pipeline(cfg, settings, force=True, say=say)
+    for metric, before, after in comparison_rows(result.evaluation, result.train_metrics):
+        say(f"         {metric:<28} base {before:>7}   adapter {after:>7}")
+    if not result.gate.get("passed"):
+        say("         the gate failed; the quickstart pushed it anyway (--force, recorded in the manifest)")
+    ref = result.ref
+
+    say(f"{clock()} 3/6 platform serve --detach")
+    record = read_pid_file(settings) or serve_detached(settings, base, "127.0.0.1", port, [])
+    url = record["url"]
+    say(f"         gateway {url} (log {record['log']})")
+
+    say(f"{clock()} 4/6 platform promote {ref} --canary {canary_percent:g}%")
+    schema = str(cfg.eval.schema_path) if cfg.eval.schema_path else None
+
+    def first_route(current: Route | None) -> Route:  # the route's guardrails, before the canary
+        if current is not None:
+            return current
+        return Route.model_validate({"stable": base, "schema": schema, "validator": "validate"}
+                                    if schema else {"stable": base})
+
+    edit_route(settings.layout.routes_file, ROUTE, first_route, actor="quickstart", reason="quickstart route",
+               kind="create")
+    gate = golden_gate(settings, gateway_url=url.removesuffix("/v1"), say=lambda m: say(f"         {m}"))
+    promoter = Promoter(settings, base, actor="quickstart", gate=gate)
+    change = promoter.canary(ref, canary_percent, route=ROUTE, reason="quickstart canary",
+                             force=not result.gate.get("passed"))
+    say("\n".join("         " + line for line in change.diff.splitlines()))
+    time.sleep(1.0)  # the gateway applies a routes change within a second
+
+    say(f"{clock()} 5/6 {requests} requests from distinct users with the openai client (1 in 4 streamed)")
+    prompts = [json.loads(line)["messages"][:-1] for line in Path(cfg.data.eval).read_text().splitlines()
+               if line.strip()]
+    traffic = _traffic(url, ROUTE, requests, prompts, say)
+    say(f"         variants seen: {traffic['seen']}; failed requests: {len(traffic['failures'])}")
+
+    say(f"{clock()} 6/6 platform status")
+    rows = collect_status(settings.layout.routes_file, url.removesuffix("/v1"))
+    render_status([r for r in rows if r["route"] == ROUTE], f"routes: {settings.layout.routes_file}")
+    plot = _plot([r for r in rows if r["route"] == ROUTE], settings.layout.root / "quickstart-canary.png")
+    say(f"         plot: {plot}")
+    say(f"quickstart done in {time.perf_counter() - t0:.0f}s. The gateway is still running at {url}:")
+    say(f"  roll back:   platform rollback {ROUTE}      (or delete the canary block in {settings.layout.routes_file})")
+    say(f"  go full:     platform promote {ROUTE} --full")
+    say("  stop:        platform stop                  (or make stop)")
+    return {"ref": ref, "url": url, "traffic": traffic, "rows": rows, "plot": str(plot),
+            "seconds": time.perf_counter() - t0}

@@ -65,4 +65,4 @@ def render_status(rows: list[dict], title: str) -> None:
         table.add_row(r["route"], r["variant"], r["version"], fmt(r["weight_percent"]), fmt(r["requests"]),
                       fmt(r["request_rate_per_s"]), fmt(r["error_rate"], True), fmt(r["schema_failure_rate"], True),
                       fmt(r["p95_latency_s"]), fmt(r["drift_psi"]))
-    Console().print(table)
+    Console(width=max(Console().width, 150)).print(table)

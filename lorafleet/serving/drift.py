@@ -8,34 +8,13 @@ PSI < 0.1 no shift, 0.1-0.25 moderate, > 0.25 large.
 
 from __future__ import annotations
 
-import bisect
-import math
 from collections import deque
-from collections.abc import Sequence
+
+from lorafleet.registry.fingerprint import histogram, psi
 
 __all__ = ["DriftMonitor", "histogram", "psi", "reference_histograms", "FEATURES"]
 
 FEATURES = ("prompt_tokens", "completion_tokens")
-
-
-def histogram(values: Sequence[float], edges: Sequence[float]) -> list[int]:
-    """Counts of ``values`` in the buckets ``(-inf, e0], (e0, e1], ..., (e_last, inf)``."""
-    counts = [0] * (len(edges) + 1)
-    for v in values:
-        counts[bisect.bisect_left(edges, v)] += 1
-    return counts
-
-
-def psi(expected: Sequence[float], actual: Sequence[float], floor: float = 1e-4) -> float:
-    """Population stability index of two histograms over the same buckets."""
-    te, ta = sum(expected), sum(actual)
-    if te <= 0 or ta <= 0:
-        return 0.0
-    total = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        pe, pa = max(e / te, floor), max(a / ta, floor)
-        total += (pa - pe) * math.log(pa / pe)
-    return total
 
 
 def reference_histograms(fingerprint) -> dict[str, tuple[list[float], list[float]]] | None:

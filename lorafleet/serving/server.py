@@ -92,6 +92,9 @@ def serve_foreground(settings: Settings, base: str, host: str, port: int, engine
         log.info("starting vLLM on %s (log: %s)", base, config.log_path)
         supervisor.start()
         engine_urls = [supervisor.engine.root_url]
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn that into SystemExit so the
+    # engine below is stopped too instead of being orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         app = create_app(build_gateway(settings, base, engine_urls))
         log.info("gateway on http://%s:%d/v1 -> %s", host, port, ", ".join(engine_urls))
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine-url", action="append", default=[])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call is noise
     serve_foreground(get_settings(), args.base, args.host, args.port, args.engine_url)
 
 

@@ -174,3 +174,46 @@ def test_counters_equal_what_the_client_sent_and_saw(setup) -> None:
     assert any(e["route"] == "enforced" and e["tenant"] == "acme" and e["validator"] == "ok" for e in log)
     assert all("prompt" not in e for e in log)  # prompt text only when enabled
     assert key["acme"] not in (folder / "requests.jsonl").read_text()
+
+
+def test_drift_gauge_rises_on_long_prompts_and_stays_low_in_distribution(settings, engine, tiny_base,
+                                                                          tmp_path_factory) -> None:
+    """One version, two routes: one gets prompts like its training data, the other far longer ones."""
+    import random
+
+    from lorafleet.registry import open_registry
+    from lorafleet.registry.fingerprint import TOKEN_LENGTH_EDGES, histogram
+    from lorafleet.serving.guardrails import TokenCounter
+
+    rng = random.Random(0)
+    words = "refund order parcel late broken account password invoice".split()
+    short = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) for _ in range(200)]
+    tokens = TokenCounter(settings.layout.base(TINY_BASE) / "tokenizer.json")
+    # the training fingerprint as vLLM counts prompts: chat template included (measured below)
+    client = OpenAI(base_url=engine.url, api_key="x", max_retries=0)
+    overhead = client.chat.completions.create(model=TINY_BASE, max_tokens=1, messages=[
+        {"role": "user", "content": ""}]).usage.prompt_tokens
+    lengths = [overhead + tokens.count(t) for t in short]
+    fingerprint = {"rows": len(short), "features": {
+        "prompt_tokens": {"edges": TOKEN_LENGTH_EDGES, "counts": histogram(lengths, TOKEN_LENGTH_EDGES)},
+        "completion_tokens": {"edges": TOKEN_LENGTH_EDGES, "counts": histogram([4] * len(short), TOKEN_LENGTH_EDGES)}}}
+    src = make_lora_adapter(settings.layout.base(TINY_BASE), tmp_path_factory.mktemp("drift"), r=4, seed=21)
+    ref = open_registry(settings).push(src, "drifty", tiny_base, lineage={"fingerprint": fingerprint}).ref
+    folder = tmp_path_factory.mktemp("drift-routes")
+    RoutesFile.from_mapping({"routes": {"in-dist": {"stable": ref}, "shifted": {"stable": ref}}}).save(
+        folder / "routes.yaml")
+    gateway = build_gateway(settings, TINY_BASE, [engine.root_url], folder / "routes.yaml",
+                            drift_window=60, drift_min_samples=30)
+    with GatewayThread(gateway) as gw:
+        c = OpenAI(base_url=gw.url, api_key="unused", max_retries=0)
+        for i in range(40):
+            c.chat.completions.create(model="in-dist", max_tokens=4, messages=[{"role": "user", "content": short[i]}])
+            long_prompt = " ".join(rng.choice(words) for _ in range(300))
+            c.chat.completions.create(model="shifted", max_tokens=4, messages=[{"role": "user", "content": long_prompt}])
+        text = httpx.get(f"{gw.root_url}/metrics").text
+    low = metric(text, "lorafleet_drift_psi_ratio", route="in-dist", version=ref, feature="prompt_tokens")
+    high = metric(text, "lorafleet_drift_psi_ratio", route="shifted", version=ref, feature="prompt_tokens")
+    for route in ("in-dist", "shifted"):  # both gauges exist, so a low value is a measurement, not an absence
+        assert f'lorafleet_drift_psi_ratio{{feature="prompt_tokens",route="{route}",version="{ref}"}}' in text
+    assert low < 0.25, low
+    assert high > 1.0, high

@@ -30,8 +30,13 @@ def serve(
     from lorafleet.core.names import check_name
     from lorafleet.serving.server import serve_detached, serve_foreground
 
+    from lorafleet.core.errors import InputError
+
     settings = get_settings()
     base = check_name(base or settings.default_base, "--base")
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.layout.keys_file.exists():
+        raise InputError("--host", host, "with no keys file the gateway runs open, so only on loopback; "
+                                         "create keys with `platform keys add TENANT` first")
     urls = engine_url or []
     if detach:
         record = serve_detached(settings, base, host, port, urls)

@@ -73,3 +73,10 @@ def test_unknown_builtin_base_is_refused(tmp_path: Path) -> None:
     result = run_cli("base", "pull", "no-such-base", home=tmp_path)
     assert result.returncode == 2
     assert "not a built-in base" in result.stderr and "smollm2-135m-instruct" in result.stderr
+
+
+def test_an_open_gateway_refuses_to_leave_loopback(tmp_path: Path) -> None:
+    result = run_cli("serve", "--host", "0.0.0.0", home=tmp_path)
+    assert result.returncode == 2
+    assert "--host='0.0.0.0'" in result.stderr and "platform keys add" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -78,7 +78,9 @@ def test_killed_worker_resumes_from_checkpoint(settings, tiny_base, ray_runtime,
                            pid_file=pid_file, on_progress=kill_after_first_checkpoint)
     assert killed, "the worker was never killed"
     assert job.attempts == 2 and killed[0] == job.worker_pids[0] != job.worker_pids[1]
-    assert job.resumed_from[0] == 0 and job.resumed_from[1] >= 8  # second attempt resumed mid-run
+    # the second attempt resumed from a checkpoint, not from scratch (the kill races the newest
+    # checkpoint's hand-off to Ray, so that may be the one before it: step 4 or 8)
+    assert job.resumed_from[0] == 0 and job.resumed_from[1] >= 4
     assert job.metrics["global_step"] == 24
     base = BaseStore(settings.layout.bases).require("tiny-llama")
     reg = open_registry(settings)

@@ -28,7 +28,7 @@ def steady_rate(timeline: list[tuple[int, int, float]], skip: int) -> float:
     pts = [t for t in timeline if t[0] >= skip]
     if len(pts) < 2:
         return float("nan")
-    (s0, k0, t0), (s1, k1, t1) = pts[0], pts[-1]
+    (_, k0, t0), (_, k1, t1) = pts[0], pts[-1]
     return (k1 - k0) / (t1 - t0) if t1 > t0 else float("nan")
 
 

@@ -21,7 +21,7 @@ from lorafleet.platform.routes_edit import history
 from lorafleet.registry.errors import NotFound
 from lorafleet.serving.routes import RoutesFile
 from lorafleet.serving.server import build_gateway
-from tests.conftest import TINY_BASE, make_lora_adapter
+from tests.conftest import TINY_BASE
 from tests.integration.gateway_harness import GatewayThread
 
 GOOD = '{"intent":"other"}'

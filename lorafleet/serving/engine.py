@@ -14,12 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 from pydantic import Field
 
 from lorafleet.core.config import ConfigModel
 from lorafleet.core.settings import Settings
 from lorafleet.serving.errors import EngineError
+from lorafleet.serving.upstream import answers_ok
 
 __all__ = ["EngineConfig", "LocalEngine", "free_port"]
 
@@ -133,10 +133,7 @@ class LocalEngine:
         return self.proc is not None and self.proc.poll() is None
 
     def healthy(self, timeout_s: float = 2.0) -> bool:
-        try:
-            return httpx.get(f"{self.root_url}/health", timeout=timeout_s).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_ok(f"{self.root_url}/health", timeout_s)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.start_timeout_s

@@ -17,13 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 
 from lorafleet.core.fsutil import atomic_write_text
 from lorafleet.core.settings import Settings, get_settings
 from lorafleet.serving.drift import psi, reference_histograms
 from lorafleet.serving.errors import ServingError
 from lorafleet.serving.gateway import Gateway, GatewayConfig, create_app
+from lorafleet.serving.upstream import answers_ok
 
 __all__ = ["build_gateway", "serve_foreground", "serve_detached", "stop_detached", "PID_FILE"]
 
@@ -126,11 +126,8 @@ def serve_detached(settings: Settings, base: str, host: str, port: int, engine_u
         if proc.poll() is not None:
             pid_file.unlink(missing_ok=True)
             raise ServingError(f"the server exited during start-up (code {proc.returncode}); see {log_path}")
-        try:
-            if httpx.get(f"http://{host}:{port}/readyz", timeout=1).status_code == 200:
-                return record
-        except httpx.HTTPError:
-            pass
+        if answers_ok(f"http://{host}:{port}/readyz"):
+            return record
         time.sleep(0.5)
     stop_detached(settings)
     raise ServingError(f"the server was not ready in time; see {log_path}")

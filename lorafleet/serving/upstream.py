@@ -6,7 +6,7 @@ import httpx
 
 from lorafleet.serving.errors import EngineUnavailable, ServingError, UpstreamTimeout
 
-__all__ = ["translate", "make_client"]
+__all__ = ["translate", "make_client", "answers_ok"]
 
 
 def make_client(timeout_s: float, connect_timeout_s: float = 2.0) -> httpx.AsyncClient:
@@ -25,3 +25,11 @@ def translate(exc: Exception, url: str) -> ServingError:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.RemoteProtocolError | httpx.ReadError):
         return EngineUnavailable(f"the engine at {url} is unavailable ({type(exc).__name__})")
     return EngineUnavailable(f"the engine at {url} failed: {type(exc).__name__}: {exc}")
+
+
+def answers_ok(url: str, timeout_s: float = 1.0) -> bool:
+    """True if a GET of ``url`` answers 200 (health and readiness probes); any failure is False."""
+    try:
+        return httpx.get(url, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False

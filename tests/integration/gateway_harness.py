@@ -6,11 +6,11 @@ import asyncio
 import threading
 import time
 
-import httpx
 import uvicorn
 
 from lorafleet.serving.engine import free_port
 from lorafleet.serving.gateway import Gateway, create_app
+from lorafleet.serving.upstream import answers_ok
 
 __all__ = ["GatewayThread"]
 
@@ -36,11 +36,8 @@ class GatewayThread:
         self.thread.start()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.root_url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if answers_ok(f"{self.root_url}/healthz"):
+                return self
             time.sleep(0.1)
         raise RuntimeError("gateway did not start")
 

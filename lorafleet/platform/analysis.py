@@ -4,16 +4,21 @@ promote, or roll back, by writing the routes file (Flagger / Argo Rollouts, for 
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Literal
 
 from lorafleet.platform.observe import Scrape, VariantFigures, figures, scrape
 from lorafleet.serving.routes import Analysis, Route
 
-__all__ = ["Verdict", "judge", "CanaryWatcher"]
+__all__ = ["Verdict", "judge", "CanaryWatcher", "AnalysisLoop"]
+
+log = logging.getLogger("lorafleet.canary")
 
 
 @dataclass
@@ -104,3 +109,94 @@ class CanaryWatcher:
                 before = now
             # on "wait" keep accumulating from the same starting scrape
         return "watching"
+
+
+class _Stopped(Exception):
+    pass
+
+
+class AnalysisLoop:
+    """Automatic canary analysis for every route (what `platform serve --canary-analysis` runs).
+
+    Polls the routes file; each route that gets a canary gets its own CanaryWatcher thread,
+    which acts through the Promoter (so every decision is one routes-file change with its
+    reason in the history and the registry audit log). A routes file that does not parse is
+    skipped, as the gateway does: the watchers keep the last good view.
+    """
+
+    def __init__(self, gateway_root_url: str, routes_file: Path, promoter, poll_s: float = 2.0,
+                 say: Callable[[str], None] = log.info) -> None:
+        self.url, self.routes_file, self.promoter = gateway_root_url, Path(routes_file), promoter
+        self.poll_s, self.say = poll_s, say
+        self.outcomes: dict[str, list[str]] = {}
+        self._stop = threading.Event()
+        self._watching: dict[str, threading.Thread] = {}
+        self._thread = threading.Thread(target=self._run, name="canary-analysis", daemon=True)
+
+    @classmethod
+    def for_home(cls, settings, base: str, gateway_root_url: str, **kw) -> AnalysisLoop:
+        """The loop over this home's routes file, acting as actor ``canary-analysis``."""
+        from lorafleet.platform.promotion import Promoter
+
+        promoter = Promoter(settings, base, actor="canary-analysis")
+        return cls(gateway_root_url, settings.layout.routes_file, promoter, **kw)
+
+    def start(self) -> AnalysisLoop:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        for t in [self._thread, *self._watching.values()]:
+            t.join(timeout=timeout_s)
+
+    def _route(self, name: str) -> Route | None:
+        from lorafleet.serving.routes import RoutesFile
+
+        try:
+            return RoutesFile.load(self.routes_file).routes.get(name)
+        except Exception:  # noqa: BLE001 - a bad edit in progress: judge again next poll
+            return None
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise _Stopped
+
+    def _watch(self, name: str) -> None:
+        p = self.promoter
+        watcher = CanaryWatcher(
+            self.url, name, lambda: self._route(name),
+            step_to=lambda pct, why: p.step(name, pct, why),
+            promote=lambda why: p.full(name, why),
+            rollback=lambda why: p.rollback(name, why), say=self.say)
+        try:
+            outcome = watcher.run(sleep=self._sleep)
+        except _Stopped:
+            return
+        except Exception as exc:  # noqa: BLE001 - one route's failure must not stop the others
+            outcome = f"error: {type(exc).__name__}: {exc}"
+            self.say(f"{name}: canary analysis stopped: {outcome}")
+        self.outcomes.setdefault(name, []).append(outcome)
+
+    def _run(self) -> None:
+        from lorafleet.serving.routes import RoutesFile
+        from lorafleet.serving.upstream import answers_ok
+
+        while not answers_ok(f"{self.url}/readyz"):  # the gateway may still be starting its engine
+            if self._stop.wait(self.poll_s):
+                return
+        self.say(f"canary analysis on: watching the canaries in {self.routes_file}")
+        while not self._stop.is_set():
+            try:
+                routes = RoutesFile.load(self.routes_file).routes if self.routes_file.exists() else {}
+            except Exception:  # noqa: BLE001 - same rule as the gateway: keep going on the last good file
+                routes = {}
+            for name, route in routes.items():
+                busy = self._watching.get(name)
+                if route.canary is None or route.canary.weight <= 0 or (busy is not None and busy.is_alive()):
+                    continue
+                self.say(f"{name}: watching canary {route.canary.version} at {route.canary.weight:g}%")
+                t = threading.Thread(target=self._watch, args=(name,), name=f"canary-{name}", daemon=True)
+                self._watching[name] = t
+                t.start()
+            self._stop.wait(self.poll_s)

@@ -21,6 +21,7 @@ app = typer.Typer(
     name="platform",
     help="lorafleet: one base LLM, many LoRA adapters, trained on Ray and served by vLLM.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",  # docstrings are reflowed, not broken at their source line ends
     pretty_exceptions_enable=False,
     add_completion=False,
 )

@@ -20,12 +20,18 @@ def serve(
         typer.Option("--engine-url", help="Attach to a running vLLM server instead of starting one (repeatable)."),
     ] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background (logs and pid file in the home).")] = False,
+    canary_analysis: Annotated[bool, typer.Option(
+        "--canary-analysis",
+        help="Also run automatic canary analysis on every route with a canary (as `platform canary watch`).",
+    )] = False,
 ) -> None:
     """Serve the base and its adapters through the OpenAI-compatible gateway.
 
     Starts a supervised vLLM engine (restarted with backoff if it dies) unless --engine-url
     is given. The routes file in the home decides which adapter version gets which traffic;
-    edits to it apply within a second.
+    edits to it apply within a second. With --canary-analysis every canary is judged
+    against its stable version each interval (the route's `analysis:` block) and stepped up,
+    promoted or rolled back by one routes-file change.
     """
     from lorafleet.core.names import check_name
     from lorafleet.serving.server import serve_detached, serve_foreground
@@ -39,8 +45,15 @@ def serve(
                                          "create keys with `platform keys add TENANT` first")
     urls = engine_url or []
     if detach:
-        record = serve_detached(settings, base, host, port, urls)
+        module = "lorafleet.platform.serve_main" if canary_analysis else "lorafleet.serving.server"
+        record = serve_detached(settings, base, host, port, urls, module=module)
         typer.echo(f"serving at {record['url']} (pid {record['pid']}, log {record['log']}); stop with `platform stop`")
+        return
+    if canary_analysis:
+        from lorafleet.platform import serve_main
+
+        serve_main.main(["--base", base, "--host", host, "--port", str(port),
+                         *[a for url in urls for a in ("--engine-url", url)]])
         return
     serve_foreground(settings, base, host, port, urls)
 

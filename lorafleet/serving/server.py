@@ -105,8 +105,12 @@ def serve_foreground(settings: Settings, base: str, host: str, port: int, engine
 
 
 def serve_detached(settings: Settings, base: str, host: str, port: int, engine_urls: list[str],
-                   wait_s: float | None = None) -> dict:
-    """Run the server in the background; return its pid-file record once it is ready."""
+                   wait_s: float | None = None, module: str = "lorafleet.serving.server") -> dict:
+    """Run the server in the background; return its pid-file record once it is ready.
+
+    ``module`` is the process' entry point: this module's ``main`` or one that wraps it and
+    takes the same arguments (the control plane's, to run canary analysis beside the gateway).
+    """
     run_dir, logs = settings.layout.run, settings.layout.logs
     pid_file = run_dir / PID_FILE
     existing = read_pid_file(settings)
@@ -114,7 +118,7 @@ def serve_detached(settings: Settings, base: str, host: str, port: int, engine_u
         raise ServingError(f"already serving at {existing['url']} (pid {existing['pid']}); run `platform stop` first")
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / "serve.log"
-    args = [sys.executable, "-m", "lorafleet.serving.server", "--base", base, "--host", host, "--port", str(port)]
+    args = [sys.executable, "-m", module, "--base", base, "--host", host, "--port", str(port)]
     for url in engine_urls:
         args += ["--engine-url", url]
     with open(log_path, "ab") as out:
@@ -167,7 +171,8 @@ def stop_detached(settings: Settings, timeout_s: float = 30.0) -> dict | None:
     return record
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The background process' arguments (set up its logging too)."""
     parser = argparse.ArgumentParser(description="lorafleet server (used by `platform serve --detach`)")
     parser.add_argument("--base", required=True)
     parser.add_argument("--host", default="127.0.0.1")
@@ -176,6 +181,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call is noise
+    return args
+
+
+def local_url(host: str, port: int) -> str:
+    """The gateway's root URL as seen from this machine."""
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     serve_foreground(get_settings(), args.base, args.host, args.port, args.engine_url)
 
 

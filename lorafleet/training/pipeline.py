@@ -85,9 +85,12 @@ def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, p
         f"r={cfg.peft.r}) on Ray: {cfg.workers} worker(s) x {cfg.cpus_per_worker} CPU")
     job = run_training_job(cfg, settings, base_dir, show_progress=show_progress, pid_file=pid_file)
     train_metrics = dict(job.metrics, attempts=job.attempts, resumed_from_steps=job.resumed_from,
-                         job_wall_s=round(job.wall_seconds, 1))
+                         job_wall_s=round(job.wall_seconds, 1), workers=job.workers)
     if job.metrics.get("train_runtime_s"):
         train_metrics["train_tokens_per_s"] = round(job.metrics["num_input_tokens_seen"] / job.metrics["train_runtime_s"], 1)
+    nodes = {w["node_id"] for w in job.workers}
+    if len(nodes) > 1:
+        say(f"{len(job.workers)} workers ran on {len(nodes)} Ray nodes")
     if job.attempts > 1:
         say(f"the job restarted {job.attempts - 1} time(s) and resumed from its last checkpoint")
 

@@ -10,7 +10,7 @@ __all__ = ["ProgressState", "make_progress_actor", "ProgressCallback"]
 
 
 class ProgressState:
-    """Held by the actor: latest step, total steps, loss history, restarts seen."""
+    """Held by the actor: latest step, total steps, loss history, restarts seen, where each rank ran."""
 
     def __init__(self) -> None:
         self.step = 0
@@ -24,6 +24,10 @@ class ProgressState:
         self.checkpoints = 0
         self.resumed_from: list[int] = []
         self.timeline: list[tuple[int, int, float]] = []  # (step, tokens seen, step seconds so far)
+        self.workers: dict[int, dict[str, Any]] = {}  # rank -> where it (last) ran: node_id, node_ip, pid
+
+    def worker(self, rank: int, node_id: str, node_ip: str, pid: int) -> None:
+        self.workers[rank] = {"rank": rank, "node_id": node_id, "node_ip": node_ip, "pid": pid}
 
     def start(self, pid: int, resumed_step: int) -> None:
         self.attempts += 1
@@ -50,7 +54,8 @@ class ProgressState:
         return dict(step=self.step, total=self.total, loss=self.loss, history=list(self.history),
                     attempts=self.attempts, tokens=self.tokens, train_seconds=self.train_seconds,
                     pids=list(self.pids), checkpoints=self.checkpoints,
-                    resumed_from=list(self.resumed_from), timeline=list(self.timeline))
+                    resumed_from=list(self.resumed_from), timeline=list(self.timeline),
+                    workers=[self.workers[r] for r in sorted(self.workers)])
 
 
 def make_progress_actor() -> Any:

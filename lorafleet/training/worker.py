@@ -134,6 +134,7 @@ def _renice() -> None:
 
 def train_loop(cfg: dict) -> None:
     """Entry point of each Ray Train worker."""
+    import ray
     import ray.train
     import torch
     from transformers import TrainerCallback
@@ -146,6 +147,8 @@ def train_loop(cfg: dict) -> None:
     torch.set_num_threads(cfg["cpus_per_worker"])
     torch.manual_seed(cfg["seed"])
     actor = cfg.get("progress_actor")
+    if actor is not None:  # which Ray node each rank runs on (recorded in the manifest's training metrics)
+        actor.worker.remote(rank, ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid())
     if cfg.get("pid_file") and rank == 0:
         Path(cfg["pid_file"]).write_text(str(os.getpid()))
 

@@ -31,7 +31,9 @@ UNREACHABLE = ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Max retries 
                "Name or service not known", "Temporary failure in name resolution", "Connection refused",
                "Network is unreachable", "ProxyError", "timed out", "ServiceError", "SSLError")
 
-__all__ = ["main", "pick_service", "summarise_report"]
+NOT_ON_PYPI = "Dependency not found on PyPI"
+
+__all__ = ["main", "pick_service", "summarise_report", "latest_release_check"]
 
 
 def reachable(service: str, timeout_s: float = 5.0) -> bool:
@@ -43,6 +45,16 @@ def reachable(service: str, timeout_s: float = 5.0) -> bool:
         else:
             httpx.get(PROBES[service], timeout=timeout_s)
         return True
+    except httpx.HTTPError:
+        return False
+
+
+def per_version_pages_served(timeout_s: float = 5.0) -> bool:
+    """True if PyPI answers a per-version JSON page (what pip-audit's pypi service asks for); a mirror may not."""
+    from importlib.metadata import version
+
+    try:
+        return httpx.get(f"https://pypi.org/pypi/pip/{version('pip')}/json", timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -68,6 +80,84 @@ def summarise_report(report: dict) -> tuple[list[tuple[str, str, str, str]], lis
     return found, skipped, audited
 
 
+def _installed() -> list[tuple[str, str]]:
+    """(name, version) of every distribution in this interpreter's environment, the editable project left out."""
+    from importlib.metadata import distributions
+
+    out = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        direct = dist.read_text("direct_url.json") or ""
+        if name and '"editable": true' not in direct.replace("'", '"'):
+            out[name.lower()] = (name, dist.version)
+    return sorted(out.values())
+
+
+def latest_release_check(packages: list[tuple[str, str]], workers: int = 16, timeout_s: float = 20.0) -> dict:
+    """Advisories from PyPI's project pages (``/pypi/NAME/json``), which list those of the latest release only.
+
+    Used where the per-version pages pip-audit asks for are not served (a registry mirror): a package
+    installed at its latest release is checked for real; an older one cannot be and is listed as such.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from packaging.version import InvalidVersion, Version
+
+    def one(pkg: tuple[str, str]) -> tuple[str, str, str, object]:
+        name, version = pkg
+        try:
+            r = httpx.get(f"https://pypi.org/pypi/{name}/json", timeout=timeout_s, follow_redirects=True)
+        except httpx.HTTPError as err:
+            return name, version, "error", type(err).__name__
+        if r.status_code != 200:
+            return name, version, "not on PyPI", r.status_code
+        data = r.json()
+        latest = data["info"]["version"]
+        try:
+            same = Version(version.split("+")[0]) == Version(latest)
+        except InvalidVersion:
+            same = version == latest
+        return (name, version, "checked", data.get("vulnerabilities") or []) if same else \
+            (name, version, "older", latest)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, packages))
+    out: dict = {"checked": [], "older": [], "not on PyPI": [], "error": [], "found": []}
+    for name, version, kind, extra in results:
+        out[kind].append((name, version, extra))
+        if kind == "checked":
+            for v in extra:
+                ids = ", ".join([v["id"], *v.get("aliases", [])])
+                out["found"].append((name, version, ids, ", ".join(v.get("fixed_in", [])) or "no fix yet"))
+    return out
+
+
+def fallback(args) -> int:
+    print("audit: PyPI's per-version pages (pypi.org/pypi/NAME/VERSION/json), which pip-audit's pypi service reads, "
+          "are not served to this machine (a registry mirror), so pip-audit would find every package 'not found'.\n"
+          "audit: falling back to PyPI's project pages, whose advisories cover each project's LATEST release only",
+          flush=True)
+    started = time.perf_counter()
+    result = latest_release_check(_installed())
+    report = {"source": "pypi project pages (latest release only)", **{k: result[k] for k in result}}
+    args.out.write_text(json.dumps(report, indent=1, default=str))
+    found = result["found"]
+    print(f"audit: {len(result['checked'])} packages at their latest release checked in "
+          f"{time.perf_counter() - started:.0f} s: {len(found)} known vulnerabilities; "
+          f"{len(result['older'])} older than their latest release NOT checked; report {args.out}")
+    for name, version, ids, fixed in found:
+        print(f"  {name} {version}  {ids}  (fixed in: {fixed})")
+    if result["older"]:
+        print("  not checked (installed -> latest): " + ", ".join(f"{n} {v} -> {latest}"
+                                                                  for n, v, latest in result["older"]))
+    for kind in ("not on PyPI", "error"):
+        if result[kind]:
+            print(f"  {kind}: " + ", ".join(f"{n} {v}" for n, v, _ in result[kind]))
+    if found and not args.fail_on_findings:
+        print("audit: reported only; the build does not fail on findings")
+    return 1 if found and args.fail_on_findings else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--service", choices=["auto", "pypi", "osv"], default="auto",
@@ -84,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
               "machine; no vulnerability data was checked")
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip_audit", "--skip-editable", "--service", service, "--format", "json",
+    if service == "pypi" and not per_version_pages_served():
+        return fallback(args)
+    cmd = [sys.executable, "-m", "pip_audit", "--skip-editable", "--vulnerability-service", service, "--format", "json",
            "--output", str(args.out), "--progress-spinner", "off", "--desc", "off"]
     print(f"audit: pip-audit over {sys.prefix} with the {service} service ...", flush=True)
     started = time.perf_counter()
@@ -108,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"audit: NOT RUN, pip-audit failed (exit code {proc.returncode}):\n{tail}")
         return 0
     found, skipped, audited = summarise_report(json.loads(args.out.read_text()))
+    if service == "pypi" and not audited and skipped and all(r.startswith(NOT_ON_PYPI) for _, r in skipped
+                                                             if "editable" not in r):
+        return fallback(args)
     print(f"audit: {audited} packages checked in {took:.0f} s, {len(found)} known vulnerabilities "
           f"({len({f[0] for f in found})} packages); report {args.out}")
     width = max([len(f"{n} {v}") for n, v, _, _ in found] or [0])

@@ -73,6 +73,14 @@ class LocalStorage(Storage):
         return self.root / key
 
     @contextlib.contextmanager
+    def _writing(self, key: str) -> Iterator[None]:
+        """A failed write (read-only or full filesystem, permissions) is a RegistryError on one line."""
+        try:
+            yield
+        except OSError as err:
+            raise RegistryError(f"cannot write {key} under {self.root}: {err.strerror or err}") from err
+
+    @contextlib.contextmanager
     def _temp(self, key: str) -> Iterator[Path]:
         path = self._path(key)
         for attempt in range(3):  # a concurrent delete may prune the folder between the two calls
@@ -91,7 +99,7 @@ class LocalStorage(Storage):
                 os.unlink(tmp)
 
     def create(self, key: str, data: bytes) -> bool:
-        with self._temp(key) as tmp:
+        with self._writing(key), self._temp(key) as tmp:
             tmp.write_bytes(data)
             os.chmod(tmp, 0o644)
             _fsync(tmp)
@@ -102,14 +110,14 @@ class LocalStorage(Storage):
             return True
 
     def put(self, key: str, data: bytes) -> None:
-        with self._temp(key) as tmp:
+        with self._writing(key), self._temp(key) as tmp:
             tmp.write_bytes(data)
             os.chmod(tmp, 0o644)
             _fsync(tmp)
             os.replace(tmp, self._path(key))
 
     def put_file(self, key: str, path: Path) -> None:
-        with self._temp(key) as tmp:
+        with self._writing(key), self._temp(key) as tmp:
             shutil.copyfile(path, tmp)
             os.chmod(tmp, 0o644)
             _fsync(tmp)

@@ -12,11 +12,13 @@ Storage layout (the same keys on a local folder and on S3):
 A push uploads the files under a fresh blob id, then publishes the manifest with a
 create-if-absent write at the next free number, retrying on the next number when another
 pusher won the race. A crash before that leaves only an unreferenced blob (removed by gc),
-never a partial version.
+never a partial version; a push that fails with an error (a full or read-only disk) removes
+the files it wrote at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -167,22 +169,37 @@ class Registry:
         entries = {rel: FileEntry(size_bytes=p.stat().st_size, sha256=sha256_file(p)) for rel, p in files.items()}
         blob = uuid.uuid4().hex
         pause = float(os.environ.get(_PAUSE_ENV, "0") or 0)
-        for i, (rel, path) in enumerate(files.items()):
-            self.storage.put_file(self._blob_key(name, blob, rel), path)
-            if pause and i == 0:
+        written: list[str] = []
+        version: int | None = None
+        try:
+            for i, (rel, path) in enumerate(files.items()):
+                written.append(self._blob_key(name, blob, rel))
+                self.storage.put_file(written[-1], path)
+                if pause and i == 0:
+                    time.sleep(pause)
+            if pause:
                 time.sleep(pause)
-        if pause:
-            time.sleep(pause)
-        draft = dict(name=name, created_at=datetime.now(UTC), created_by=created_by or _actor(), parent=parent,
-                     base=base.identity, peft=peft, extra=lineage, blob=blob, files=entries, **known)
-        existing = self._allocated(name)
-        version = (existing[-1] if existing else 0) + 1
-        for _ in range(10_000):
-            manifest = AdapterManifest(version=version, **draft)
-            if self.storage.create(self._version_key(name, version), manifest.model_dump_json(indent=2).encode()):
-                return manifest
-            version += 1  # another pusher took this number
-        raise RegistryError(f"could not allocate a version of {name}")
+            draft = dict(name=name, created_at=datetime.now(UTC), created_by=created_by or _actor(), parent=parent,
+                         base=base.identity, peft=peft, extra=lineage, blob=blob, files=entries, **known)
+            existing = self._allocated(name)
+            version = (existing[-1] if existing else 0) + 1
+            for _ in range(10_000):
+                manifest = AdapterManifest(version=version, **draft)
+                if self.storage.create(self._version_key(name, version), manifest.model_dump_json(indent=2).encode()):
+                    return manifest
+                version += 1  # another pusher took this number
+            raise RegistryError(f"could not allocate a version of {name}")
+        except BaseException:
+            self._discard_failed_push(name, blob, written, version)
+            raise
+
+    def _discard_failed_push(self, name: str, blob: str, keys: list[str], version: int | None) -> None:
+        """Best effort: remove a failed push's files (a full disk should not stay full of them), unless
+        the manifest it was publishing did land (an error after the write): then they are a version's."""
+        with contextlib.suppress(Exception):
+            data = self.storage.get(self._version_key(name, version)) if version is not None else None
+            if data is None or json.loads(data).get("blob") != blob:
+                self.storage.delete(keys)
 
     # -- integrity ------------------------------------------------------------------------
     def _check_file(self, m: AdapterManifest, rel: str, path: Path) -> None:

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     engine_start_timeout_s: float = Field(
         default=300.0, gt=0, description="How long to wait for a starting engine to be healthy."
     )
+    gateway_embedding_drift: bool = Field(
+        default=False,
+        description="Gateway: embed a sample of prompts with the offline MiniLM (a background thread) and "
+        "export their drift from each version's training centroid (`platform serve --embedding-drift`).",
+    )
 
     @field_validator("home")
     @classmethod

@@ -20,6 +20,11 @@ def serve(
         typer.Option("--engine-url", help="Attach to a running vLLM server instead of starting one (repeatable)."),
     ] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background (logs and pid file in the home).")] = False,
+    embedding_drift: Annotated[bool, typer.Option(
+        "--embedding-drift",
+        help="Also export embedding drift: 1 in 10 prompts embedded with the offline MiniLM on a background "
+             "thread, compared with each version's training centroid (LORAFLEET_GATEWAY_EMBEDDING_DRIFT).",
+    )] = False,
     canary_analysis: Annotated[bool, typer.Option(
         "--canary-analysis",
         help="Also run automatic canary analysis on every route with a canary (as `platform canary watch`).",
@@ -38,6 +43,14 @@ def serve(
 
     from lorafleet.core.errors import InputError
 
+    if embedding_drift:  # through the environment, so a detached server process gets it too
+        import os
+
+        from lorafleet.registry.embedding import PACKAGE, embedding_available
+
+        if not embedding_available():
+            raise InputError("--embedding-drift", True, f"needs the {PACKAGE} package, which is not installed")
+        os.environ["LORAFLEET_GATEWAY_EMBEDDING_DRIFT"] = "true"
     settings = get_settings()
     base = check_name(base or settings.default_base, "--base")
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.layout.keys_file.exists():

@@ -79,6 +79,8 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
               "{{route}} {{version}}"),
         Panel("Completion-length drift (PSI) by version", 'lorafleet_drift_psi_ratio{feature="completion_tokens"}',
               "{{route}} {{version}}"),
+        Panel("Prompt embedding drift (cosine distance) by version", "lorafleet_drift_embedding_distance",
+              "{{route}} {{version}} {{variant}}"),
     ]),
     "lorafleet-engines": ("lorafleet: engines and adapters", [
         Panel("Engine up", "lorafleet_engine_up", "{{engine}}"),

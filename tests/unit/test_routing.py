@@ -112,6 +112,23 @@ def test_watcher_keeps_the_last_good_routes(tmp_path: Path) -> None:
     assert watcher.last_error is None
 
 
+def test_watcher_refuses_an_emptied_or_missing_file_while_routes_are_in_force(tmp_path: Path) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(GOOD)
+    watcher = RoutesWatcher(path)
+    assert watcher.poll()
+    for text in ("", "\n  \n", "# routes:\n"):  # truncated writes
+        path.write_text(text)
+        assert not watcher.poll() and "empty (truncated?)" in watcher.last_error
+        assert watcher.routes.routes["support"].stable == "support@1"
+    path.unlink()
+    assert not watcher.poll() and "missing" in watcher.last_error
+    path.write_text("routes: {}\n")  # said explicitly: every route goes
+    assert watcher.poll() and watcher.routes.routes == {}
+    path.unlink()
+    assert watcher.poll() and watcher.routes.routes == {}  # nothing in force: a missing file is fine
+
+
 BASE_CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 

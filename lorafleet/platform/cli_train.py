@@ -60,10 +60,14 @@ def train(
         if isinstance(res, Exception):
             failed.append(f"{cfg.output_name}: {res}")
             continue
-        table = Table("metric", "base", "adapter", title=f"{cfg.output_name}: base vs adapter")
-        for row in comparison_rows(res.evaluation, res.train_metrics):
-            table.add_row(*row)
-        console.print(table)
+        rows = comparison_rows(res.evaluation, res.train_metrics)
+        if rows:
+            table = Table("metric", "base", "adapter", title=f"{cfg.output_name}: base vs adapter")
+            for row in rows:
+                table.add_row(*row)
+            console.print(table)
+        else:
+            console.print(f"{cfg.output_name}: no eval or golden set in the config, so no base-vs-adapter table")
         where = f"pushed {res.ref}" if res.ref else f"adapter at {res.adapter_dir}"
         console.print(f"{where} ({res.wall_seconds:.0f}s; {res.gate.get('passed') and 'gate passed' or 'gate FAILED'})")
     if failed:

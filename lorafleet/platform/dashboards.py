@@ -85,6 +85,8 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
     "lorafleet-engines": ("lorafleet: engines and adapters", [
         Panel("Engine up", "lorafleet_engine_up", "{{engine}}"),
         Panel("Adapter versions loaded", "lorafleet_adapters_loaded", "{{engine}}"),
+        Panel("Requests per second by engine", f"sum by (engine) (rate(lorafleet_engine_requests_total[{RATE}]))",
+              "{{engine}}", "reqps"),
         Panel("Adapter loads per minute by result",
               f"sum by (result) (rate(lorafleet_adapter_loads_total[{RATE}])) * 60", "{{result}}"),
         Panel("p95 adapter load time", _p95("lorafleet_adapter_load_duration_seconds", "job"), "load", "s"),

@@ -1,5 +1,12 @@
 """The engines the gateway forwards to, and which adapter versions each has loaded.
 
+A request goes to the healthy engine with the fewest requests in flight, except that an
+engine which already has the requested version (loaded, or being loaded) is preferred
+while its in-flight count is within ``affinity_slack_requests`` of the least-loaded one:
+an adapter load costs far more than a short queue. A request counts as in flight from the
+moment its engine is chosen, so a burst of first requests spreads instead of piling onto
+the engine that was idle a moment ago.
+
 An adapter version is loaded on an engine on demand, exactly once even when many first
 requests arrive together; versions in use are leased so that, over the engine's limit,
 only idle ones are unloaded (least recently used first). An engine that comes back
@@ -38,6 +45,7 @@ class Engine:
         self.base_name: str | None = None
         self.inflight = 0
         self.loaded: OrderedDict[str, None] = OrderedDict()  # LRU order, oldest first
+        self.loading: dict[str, int] = {}  # version -> callers waiting for its load to end
         self.in_use: dict[str, int] = {}
         self.load_locks: dict[str, asyncio.Lock] = {}
         self.loads_total = 0
@@ -45,6 +53,10 @@ class Engine:
 
     def forget_adapters(self) -> None:
         self.loaded.clear()
+
+    def has(self, version: str) -> bool:
+        """The version is loaded here, or its load has begun (requests for it can share that)."""
+        return version in self.loaded or version in self.loading
 
     def __repr__(self) -> str:
         return f"Engine({self.root_url}, healthy={self.healthy}, loaded={list(self.loaded)})"
@@ -54,10 +66,13 @@ class EnginePool:
     """Picks an engine per request and makes sure it has the requested version loaded."""
 
     def __init__(self, urls: list[str], client: httpx.AsyncClient, resolve_path: PathResolver,
-                 max_loaded: int) -> None:
+                 max_loaded: int, affinity_slack_requests: int = 4) -> None:
         if not urls:
             raise ValueError("at least one engine URL is needed")
+        if affinity_slack_requests < 0:
+            raise ValueError(f"affinity_slack_requests must be >= 0, got {affinity_slack_requests}")
         self.engines = [Engine(u, max_loaded) for u in urls]
+        self.affinity_slack_requests = affinity_slack_requests
         self.client = client
         self.resolve_path = resolve_path
 
@@ -99,15 +114,20 @@ class EnginePool:
 
     # -- choice -----------------------------------------------------------------------------
     def pick(self, version: str | None) -> Engine:
-        """Healthy engine with the fewest requests in flight, preferring one that has the version."""
+        """The engine for one request (see the module docstring).
+
+        Among equally loaded engines the one with fewer adapters loaded wins, so idle
+        engines share new versions between them.
+        """
         healthy = [e for e in self.engines if e.healthy]
         if not healthy:
             raise EngineUnavailable("no engine is available")
-        if version is not None:
-            warm = [e for e in healthy if version in e.loaded]
-            if warm:
-                healthy = warm
-        return min(healthy, key=lambda e: e.inflight)
+        least = min(healthy, key=lambda e: (e.inflight, len(e.loaded) + len(e.loading)))
+        if version is None or least.has(version):
+            return least
+        warm = [e for e in healthy
+                if e.has(version) and e.inflight <= least.inflight + self.affinity_slack_requests]
+        return min(warm, key=lambda e: e.inflight) if warm else least
 
     def acquire(self, engine: Engine, version: str | None) -> None:
         """Hold ``version`` on ``engine`` for one request: it is not unloaded meanwhile."""
@@ -137,9 +157,15 @@ class EnginePool:
             engine.loaded.move_to_end(version)
             return
         lock = engine.load_locks.setdefault(version, asyncio.Lock())
-        async with lock:
-            if version not in engine.loaded:  # the first waiter loaded it; the rest just use it
-                await self._load(engine, version)
+        engine.loading[version] = engine.loading.get(version, 0) + 1
+        try:
+            async with lock:
+                if version not in engine.loaded:  # the first waiter loaded it; the rest just use it
+                    await self._load(engine, version)
+        finally:
+            engine.loading[version] -= 1
+            if not engine.loading[version]:
+                del engine.loading[version]
 
     async def _load(self, engine: Engine, version: str) -> None:
         try:

@@ -57,6 +57,11 @@ class GatewayConfig(ConfigModel):
     routes_poll_interval_s: float = Field(default=0.25, gt=0, description="How often the routes file is checked.")
     health_interval_s: float = Field(default=1.0, gt=0, description="How often engines are health-checked.")
     max_loaded_adapters: int = Field(default=16, ge=1, description="Adapter versions kept per engine (LRU).")
+    affinity_slack_requests: int = Field(
+        default=4, ge=0,
+        description="With several engines, one that has the requested version loaded is preferred unless it has "
+                    "more than this many requests in flight beyond the least-loaded engine.",
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body.")
     drift_window: int = Field(default=500, ge=10, description="Requests per (route, version) the drift window holds.")
     drift_min_samples: int = Field(default=30, ge=1, description="Requests before drift is reported.")
@@ -120,7 +125,8 @@ class Gateway:
         self.watcher = RoutesWatcher(config.routes_file, self._prepare_routes,
                                      on_reload=lambda r: self.metrics.routes_reloads.labels(r).inc())
         self.client = make_client(config.upstream_timeout_s)
-        self.pool = EnginePool(config.engine_urls, self.client, resolve_path, config.max_loaded_adapters)
+        self.pool = EnginePool(config.engine_urls, self.client, resolve_path, config.max_loaded_adapters,
+                               config.affinity_slack_requests)
         self.reference = reference
         self.drift = DriftMonitor(psi, config.drift_window, config.drift_min_samples) if psi else None
         self._references: dict[str, dict | None] = {}
@@ -243,15 +249,23 @@ class Gateway:
         return Target(target.route, version, "pinned")
 
     async def prepare(self, target: Target) -> tuple[Target, Engine]:
-        """Pick an engine and load the version; a canary that cannot load falls back to stable."""
+        """Pick an engine and load the version; a canary that cannot load falls back to stable.
+
+        The request is in flight on the engine from the moment it is picked (the caller
+        releases it), so that requests arriving during a load see that engine as busy.
+        """
         engine = self.pool.pick(target.version)
+        self.pool.acquire(engine, target.version)
         if target.version is None:
             return target, engine
         started = time.perf_counter()
         already = target.version in engine.loaded
         try:
             await self.pool.ensure_loaded(engine, target.version)
-        except AdapterLoadFailed as err:
+        except BaseException as err:
+            self.pool.release(engine, target.version)
+            if not isinstance(err, AdapterLoadFailed):
+                raise
             self.metrics.adapter_loads.labels("failed").inc()
             route = self.watcher.routes.routes.get(target.route)
             if target.variant != "canary" or route is None:
@@ -312,12 +326,7 @@ class Gateway:
                 self.metrics.input_rejections.labels(target.route, err.code or "invalid").inc()
                 raise
             guard.constrain(body, kind)
-        target, engine = await self.prepare(target)
-        stream = bool(body.get("stream"))
-        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        if stream:
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        self.pool.acquire(engine, target.version)
+        target, engine = await self.prepare(target)  # in flight on engine until finish()
         done = False
 
         def finish(status: int, outcome: Outcome | None = None, reason: str | None = None) -> None:
@@ -325,8 +334,13 @@ class Gateway:
             if not done:
                 done = True
                 self.pool.release(engine, target.version)
+                self.metrics.engine_requests.labels(engine.root_url, target.version_label).inc()
                 self._record(target, tenant, status, started, outcome, reason, guard, prompt_for_log)
 
+        stream = bool(body.get("stream"))
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if stream:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         try:
             body["model"] = target.version or self.base_name
             upstream = await self._send(engine, path, body, stream)

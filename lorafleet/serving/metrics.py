@@ -89,6 +89,11 @@ class GatewayMetrics:
         self.engine_up = Gauge(
             "lorafleet_engine_up", "1 if the engine answers its health check.", ["engine"], registry=r,
         )
+        self.engine_requests = Counter(
+            "lorafleet_engine_requests",
+            'Requests forwarded to each engine, by adapter version ("base" for the base model).',
+            ["engine", "version"], registry=r,
+        )
         self.routes_reloads = Counter(
             "lorafleet_routes_reloads", "Routes-file reloads by result.", ["result"], registry=r,
         )

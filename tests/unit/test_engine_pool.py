@@ -1,0 +1,119 @@
+"""EnginePool's choice of engine: least requests in flight, with adapter affinity within a slack.
+
+The choice is pure bookkeeping over the pool's view of its engines (health, in-flight
+counts, loaded versions), so it is tested on that view; loading over HTTP is covered by
+tests/integration/test_two_engines.py with two real vLLM engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lorafleet.serving.engines import EnginePool
+from lorafleet.serving.errors import EngineUnavailable
+
+
+def pool(n: int = 2, slack: int = 2) -> EnginePool:
+    return EnginePool([f"http://127.0.0.1:{9000 + i}" for i in range(n)], client=None, resolve_path=None,
+                      max_loaded=8, affinity_slack_requests=slack)
+
+
+def busy(p: EnginePool, i: int, n: int) -> None:
+    for _ in range(n):
+        p.acquire(p.engines[i], None)
+
+
+def test_least_loaded_engine_wins_for_a_cold_version_and_for_the_base() -> None:
+    p = pool(3)
+    busy(p, 0, 2)
+    busy(p, 1, 1)
+    busy(p, 2, 3)
+    assert p.pick("a@1") is p.engines[1]
+    assert p.pick(None) is p.engines[1]
+
+
+def test_ties_go_to_the_engine_with_fewer_adapters_so_idle_engines_share_versions() -> None:
+    p = pool()
+    p.engines[0].loaded["a@1"] = None
+    assert p.pick("b@1") is p.engines[1]
+    p.engines[1].loaded["b@1"] = None
+    p.engines[1].loaded["c@1"] = None
+    assert p.pick("d@1") is p.engines[0]
+
+
+def test_an_engine_with_the_version_is_preferred_within_the_slack() -> None:
+    p = pool(slack=2)
+    p.engines[1].loaded["a@1"] = None
+    assert p.pick("a@1") is p.engines[1]  # equal load: affinity
+    busy(p, 1, 2)
+    assert p.pick("a@1") is p.engines[1]  # 2 more in flight than the least loaded: still within slack
+    busy(p, 1, 1)
+    assert p.pick("a@1") is p.engines[0]  # 3 more: load wins, the version gets loaded there too
+    p.engines[0].loaded["a@1"] = None
+    assert p.pick("a@1") is p.engines[0]  # both have it: the less loaded one
+
+
+def test_zero_slack_is_pure_least_loaded_with_affinity_only_on_ties() -> None:
+    p = pool(slack=0)
+    p.engines[0].loaded["a@1"] = None
+    assert p.pick("a@1") is p.engines[0]
+    busy(p, 0, 1)
+    assert p.pick("a@1") is p.engines[1]
+
+
+def test_a_version_being_loaded_counts_as_there() -> None:
+    """Concurrent first requests for one version share its load instead of loading it everywhere."""
+    p = pool(slack=4)
+    p.engines[1].loading["a@1"] = 1
+    assert p.pick("a@1") is p.engines[1]
+
+
+def test_unhealthy_engines_are_skipped() -> None:
+    p = pool()
+    p.engines[0].loaded["a@1"] = None
+    p.engines[0].healthy = False
+    busy(p, 1, 5)
+    assert p.pick("a@1") is p.engines[1]
+    p.engines[1].healthy = False
+    with pytest.raises(EngineUnavailable):
+        p.pick("a@1")
+
+
+def test_acquire_and_release_count_requests_and_lease_versions() -> None:
+    p = pool()
+    e = p.engines[0]
+    p.acquire(e, "a@1")
+    p.acquire(e, "a@1")
+    p.acquire(e, None)
+    assert e.inflight == 3 and e.in_use == {"a@1": 2}
+    p.release(e, "a@1")
+    p.release(e, None)
+    p.release(e, "a@1")
+    assert e.inflight == 0 and e.in_use == {}
+
+
+def test_concurrent_first_requests_load_a_version_once_and_stop_counting_it_as_loading() -> None:
+    p = pool()
+    e = p.engines[0]
+    loads: list[str] = []
+
+    async def fake_load(engine, version: str) -> None:  # the HTTP call to vLLM, covered by integration tests
+        loads.append(version)
+        assert engine.has(version) and version not in engine.loaded
+        await asyncio.sleep(0.01)
+        engine.loaded[version] = None
+
+    p._load = fake_load
+
+    async def run() -> None:
+        await asyncio.gather(*(p.ensure_loaded(e, "a@1") for _ in range(5)))
+
+    asyncio.run(run())
+    assert loads == ["a@1"] and "a@1" in e.loaded and e.loading == {}
+
+
+def test_negative_slack_is_refused() -> None:
+    with pytest.raises(ValueError, match="affinity_slack_requests"):
+        pool(slack=-1)

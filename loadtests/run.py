@@ -109,12 +109,18 @@ def read_records(path: Path) -> list[dict]:
 
 
 def read_locust_stats(prefix: Path) -> dict[str, dict]:
-    """Locust's own end-of-run table (``<prefix>_stats.csv``): name -> row."""
-    path = Path(f"{prefix}_stats.csv")
+    """Locust's own final counts (``<prefix>_final.json``, written as it quits): name -> counts.
+
+    Its ``_stats.csv`` is written on a timer and can miss the requests that finish during the
+    stop timeout, so the JSON is the one compared with the per-request records.
+    """
+    path = Path(f"{prefix}_final.json")
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        return {row["Name"]: row for row in csv.DictReader(f)}
+    out = {e["name"]: {"Request Count": e["num_requests"], "Failure Count": e["num_failures"]}
+           for e in json.loads(path.read_text())}
+    out["Aggregated"] = {k: sum(e[k] for e in out.values()) for k in ("Request Count", "Failure Count")}
+    return out
 
 
 def summarise(records: list[dict], locust_stats: dict[str, dict]) -> dict:
@@ -193,7 +199,8 @@ def plot(records: list[dict], weights: dict[str, float], out: Path, title: str) 
             canary += r["variant"] == "canary"
             cx.append(r["t"] - t0)
             cy.append(100 * canary / seen)
-        ax.plot(cx, cy, color=color, label=f"{route}: cumulative")
+        ax.plot(cx, cy, color=color, drawstyle="steps-post",
+                label=f"{route}: cumulative ({canary} of {seen} requests)")
         window = 2 * BIN_S
         bins: dict[int, list[int]] = {}
         for r in rs:
@@ -219,12 +226,12 @@ def run_locust(root: str, users: int, spawn_rate: float, run_time: str, out_dir:
     """One headless locust run, with a progress line every 10 s; (exit code, CSV prefix, records, log)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix, records, log = out_dir / "loadtest", out_dir / "requests.csv", out_dir / "locust.log"
-    for old in [*out_dir.glob("loadtest_*.csv"), records]:
-        old.unlink()
+    for old in [*out_dir.glob("loadtest_*.csv"), Path(f"{prefix}_final.json"), records]:
+        old.unlink(missing_ok=True)
     env = {**os.environ, "LOADTEST_RECORDS_CSV": str(records), "LOADTEST_WAIT_S": wait_s}
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r",
            str(spawn_rate), "-t", run_time, "--host", root, "--csv", str(prefix), "--csv-full-history",
-           "--only-summary", "--stop-timeout", "60s", "--loglevel", "WARNING"]
+           "--json-file", f"{prefix}_final", "--only-summary", "--stop-timeout", "60s", "--loglevel", "WARNING"]
     say("$ locust " + " ".join(cmd[3:]) + f"   (log {log})")
     duration = parse_duration(run_time)
     started = time.monotonic()

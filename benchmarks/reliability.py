@@ -58,6 +58,9 @@ def load_part(users: int, run_time: str, say=print) -> dict:
     from loadtests.run import read_records, run_load
     from loadtests.tiny_deployment import tiny_deployment
 
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the tiny deployment's engine on the way out
     out_dir = OUT / "reliability-load"
     with tiny_deployment(say=say) as root:
         summary = run_load(root, users=users, spawn_rate=float(users), run_time=run_time, out_dir=out_dir,

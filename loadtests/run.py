@@ -363,7 +363,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"load test against the running gateway {root}")
             summary = run_load(root, args.users, args.spawn_rate, args.run_time, args.out, args.wait)
         else:
+            import signal
+
             from loadtests.tiny_deployment import tiny_deployment
+
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the engine on the way out
 
             print("no running deployment (`platform serve --detach` / `make quickstart`): starting a throw-away "
                   "one on the tiny random base")

@@ -6,6 +6,7 @@ waits for ``/health`` and stops it. Used by the tests, the quickstart and `platf
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -28,6 +29,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _end_group(pgid: int, grace_s: float = 5.0) -> None:
+    """End what is left of an engine's process group once its leader has exited.
+
+    vLLM's engine-core and worker processes outlive an API server killed with SIGKILL (or by
+    the OOM killer); left alone they keep the model and its KV cache in memory for good.
+    """
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 class EngineConfig(ConfigModel):
@@ -170,6 +192,8 @@ class LocalEngine:
                 proc.wait(timeout=timeout_s)
             except ProcessLookupError:
                 pass
+        if proc is not None:
+            _end_group(proc.pid)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -86,14 +86,16 @@ def parse_junit(path: Path) -> list[dict]:
     """One dict per test case: file, name, outcome (passed|failed|error|skipped), seconds, stdout."""
     cases = []
     for case in ET.parse(path).getroot().iter("testcase"):
-        outcome = "passed"
+        outcome, message = "passed", ""
         for tag in ("failure", "error", "skipped"):
-            if case.find(tag) is not None:
+            found = case.find(tag)
+            if found is not None:
                 outcome = {"failure": "failed"}.get(tag, tag)
+                message = (found.get("message") or "").strip().splitlines()[0][:300] if found.get("message") else ""
         module = case.get("classname", "").split(".")
         file = "/".join(module[: next((i + 1 for i, p in enumerate(module) if p.startswith("test_")), len(module))])
         out = case.find("system-out")
-        cases.append({"file": file + ".py", "name": case.get("name", ""), "outcome": outcome,
+        cases.append({"file": file + ".py", "name": case.get("name", ""), "outcome": outcome, "message": message,
                       "seconds": float(case.get("time") or 0), "stdout": out.text if out is not None else ""})
     return cases
 
@@ -128,9 +130,11 @@ def figures(tests: dict) -> dict:
         cases = [c for c in tests["cases"] if c["file"] == file]
         row = {"file": file, "present": file in tests["present"], "cases": len(cases),
                "passed": sum(c["outcome"] == "passed" for c in cases),
-               "failed": sum(c["outcome"] in ("failed", "error") for c in cases),
+               "failed": sum(c["outcome"] == "failed" for c in cases),
+               "errors": sum(c["outcome"] == "error" for c in cases),  # setup/teardown: the test did not run
                "skipped": sum(c["outcome"] == "skipped" for c in cases),
-               "failed_names": [c["name"] for c in cases if c["outcome"] in ("failed", "error")]}
+               "failed_names": [c["name"] for c in cases if c["outcome"] == "failed"],
+               "error_messages": sorted({c["message"] for c in cases if c["outcome"] == "error"})}
         generated = []
         for c in cases:
             for m in SCHEMATHESIS_LINE.finditer(c["stdout"] or ""):
@@ -182,6 +186,9 @@ def plot(load: dict | None, counts: dict, path: Path) -> Path:
     ax.bar(labels, [row["passed"] for row in counts.values()], color="tab:green", label="passed (survived/refused)")
     ax.bar(labels, [row["failed"] for row in counts.values()], bottom=[row["passed"] for row in counts.values()],
            color="tab:red", label="failed")
+    ax.bar(labels, [row["errors"] for row in counts.values()],
+           bottom=[row["passed"] + row["failed"] for row in counts.values()], color="tab:gray",
+           label="not run (setup error)")
     ax.set(ylabel="test cases", title="faults injected, hostile inputs and fuzzing")
     for i, row in enumerate(counts.values()):
         if row.get("generated_requests"):
@@ -226,22 +233,27 @@ def markdown(report: dict) -> str:
     tests = report.get("tests")
     if tests:
         lines += ["## Faults, hostile inputs, fuzzing", "",
-                  "| category | file | test cases | passed | failed | skipped | notes |", "|---|---|---|---|---|---|---|"]
+                  "| category | file | test cases | passed | failed | not run (setup error) | skipped | notes |",
+                  "|---|---|---|---|---|---|---|---|"]
         for cat, row in report["counts"].items():
             note = "not in this checkout" if not row["present"] else ""
             if row.get("generated_requests"):
                 note = f"{row['generated_requests']} generated requests, statuses {row['generated_statuses']}"
             if row["failed_names"]:
                 note += (" " if note else "") + "failed: " + ", ".join(row["failed_names"])
+            if row["error_messages"]:
+                note += (" " if note else "") + "setup error: " + "; ".join(row["error_messages"])
             lines.append(f"| {cat} | `{row['file']}` | {row['cases']} | {row['passed']} | {row['failed']} | "
-                         f"{row['skipped']} | {note} |")
+                         f"{row['errors']} | {row['skipped']} | {note.replace('|', '/')} |")
         lines += ["", f"pytest exit code {tests['pytest_exit_code']}, {tests.get('seconds', 0):.0f} s "
                   f"({' '.join(tests.get('pytest_tail', []))})", ""]
         for cat in report["counts"]:
             cases = [c for c in tests["cases"] if c["file"] == report["counts"][cat]["file"]]
             if cases:
-                lines += [f"### {cat}", ""] + [f"- {c['outcome']}: `{c['name']}` ({c['seconds']:.1f} s)"
-                                                for c in cases] + [""]
+                lines += [f"### {cat}", ""] + [
+                    f"- {c['outcome']}: `{c['name']}` ({c['seconds']:.1f} s)"
+                    + (f": {c['message']}" if c["outcome"] in ("failed", "error") and c["message"] else "")
+                    for c in cases] + [""]
     lines += [f"![reliability]({Path(report['png']).name})", ""]
     return "\n".join(lines)
 
@@ -271,9 +283,12 @@ def main(argv: list[str] | None = None) -> int:
                     [[load["users"], load["requests"], load["failures"], load["rps"], load["concurrency_mean"],
                       load["concurrency_peak"], load["p50_s"], load["p95_s"]]])
     print_table("faults, hostile inputs, fuzzing (test cases)",
-                ["category", "present", "cases", "passed", "failed", "skipped", "generated requests"],
-                [[cat, row["present"], row["cases"], row["passed"], row["failed"], row["skipped"],
+                ["category", "present", "cases", "passed", "failed", "setup error", "skipped", "generated requests"],
+                [[cat, row["present"], row["cases"], row["passed"], row["failed"], row["errors"], row["skipped"],
                   row.get("generated_requests", "")] for cat, row in counts.items()])
+    for cat, row in counts.items():
+        for message in row["error_messages"]:
+            print(f"{cat}: not run, setup error: {message}")
     print(f"\nreport: {OUT / 'reliability.md'} (+ .json, .png)")
     return 0
 

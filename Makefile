@@ -2,7 +2,7 @@
 .PHONY: setup quickstart test test-fast bench lint stop loadtest reliability audit
 setup:      ; bash scripts/setup.sh
 quickstart: setup ; .venv/bin/platform quickstart
-test:       setup ; .venv/bin/python -m pytest
+test:       setup ; .venv/bin/python scripts/audit.py && .venv/bin/python -m pytest   # audit reports, never fails
 test-fast:  setup ; .venv/bin/python -m pytest -m unit
 bench:      setup ; for f in benchmarks/*_bench.py; do .venv/bin/python $$f || exit 1; done
 lint:       setup ; .venv/bin/python -m ruff check --select E9,F lorafleet tests benchmarks loadtests scripts

@@ -45,7 +45,7 @@ SCHEMATHESIS_LINE = re.compile(r"schemathesis: (\d+) requests, statuses (\{[^}]*
 
 def max_in_flight(records: list[dict]) -> int:
     """Most requests open at once, from each request's start and end as the client saw them."""
-    events = sorted([(r["t"], 1) for r in records] + [(r["t"] + r["latency_s"], -1) for r in records],
+    events = sorted([(r["t"], 1) for r in records] + [(r["t_end"], -1) for r in records],
                     key=lambda e: (e[0], e[1]))
     current = peak = 0
     for _, step in events:
@@ -157,17 +157,17 @@ def plot(load: dict | None, counts: dict, path: Path) -> Path:
     if load and load["_records"]:
         rs = load["_records"]
         t0 = min(r["t"] for r in rs)
-        end = max(r["t"] + r["latency_s"] for r in rs)
+        end = max(r["t_end"] for r in rs)
         step = 2.0
         xs, rps, inflight, fails = [], [], [], []
         t = t0
         while t < end:
-            done = [r for r in rs if t <= r["t"] + r["latency_s"] < t + step]
+            done = [r for r in rs if t <= r["t_end"] < t + step]
             xs.append(t - t0 + step / 2)
             rps.append(len(done) / step)
             fails.append(sum(r["status"] != 200 for r in done) / step)
             mid = t + step / 2
-            inflight.append(sum(1 for r in rs if r["t"] <= mid < r["t"] + r["latency_s"]))
+            inflight.append(sum(1 for r in rs if r["t"] <= mid < r["t_end"]))
             t += step
         ax.plot(xs, rps, "o-", ms=3, label="requests/s completed")
         ax.plot(xs, fails, "x-", ms=4, color="tab:red", label="failed/s")

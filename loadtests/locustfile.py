@@ -18,8 +18,8 @@ in-band error, or a non-streamed answer has no choices. Latency is the whole exc
 Settings (environment):
   LORAFLEET_API_KEY        bearer key when the gateway has a keys file (else unused)
   LOADTEST_WAIT_S          "min,max" seconds each user waits between requests (default "0.5,2")
-  LOADTEST_RECORDS_CSV     where to append one line per request: time, name, route, variant,
-                           version, status, latency and time to first token (the canary
+  LOADTEST_RECORDS_CSV     where to write one line per request: start and end (wall clock), name,
+                           route, variant, version, status, latency and time to first token (the canary
                            share over time is drawn from it); unset: not written
   LOADTEST_MAX_TOKENS      completion length cap (default 32; schema routes get 48)
 
@@ -149,7 +149,8 @@ def _on_test_start(environment, **_kwargs) -> None:
     if path:
         f = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed at test_stop
         _records["file"], _records["writer"] = f, csv.writer(f)
-        _records["writer"].writerow(["t", "name", "route", "variant", "version", "status", "latency_s", "ttft_s"])
+        _records["writer"].writerow(["t", "t_end", "name", "route", "variant", "version", "status", "latency_s",
+                                     "ttft_s"])
 
 
 @events.test_stop.add_listener
@@ -161,7 +162,7 @@ def _on_test_stop(**_kwargs) -> None:
 
 def _record(kind: Kind, headers, status: int, started: float, latency_s: float, ttft_s: float | None) -> None:
     if _records["writer"] is not None:
-        _records["writer"].writerow([f"{started:.3f}", kind.name, kind.model,
+        _records["writer"].writerow([f"{started:.6f}", f"{time.time():.6f}", kind.name, kind.model,
                                      headers.get("x-lorafleet-variant", ""), headers.get("x-lorafleet-version", ""),
                                      status, f"{latency_s:.4f}", "" if ttft_s is None else f"{ttft_s:.4f}"])
         _records["file"].flush()  # read while the run goes on, for progress

@@ -100,6 +100,7 @@ def read_records(path: Path) -> list[dict]:
         for r in csv.DictReader(f):
             try:  # while a run goes on, the last line may be half-written
                 r["t"], r["latency_s"] = float(r["t"]), float(r["latency_s"])
+                r["t_end"] = float(r.get("t_end") or r["t"] + r["latency_s"])
                 r["status"] = int(r["status"] or 0)
                 r["ttft_s"] = float(r["ttft_s"]) if r["ttft_s"] else None
             except (TypeError, ValueError):
@@ -133,7 +134,7 @@ def summarise(records: list[dict], locust_stats: dict[str, dict]) -> dict:
     if not records:
         return {"types": [], "total": None}
     start = min(r["t"] for r in records)
-    end = max(r["t"] + r["latency_s"] for r in records)
+    end = max(r["t_end"] for r in records)
     span = max(end - start, 1e-9)
 
     def row(name: str, rs: list[dict]) -> dict:
@@ -168,10 +169,10 @@ def plot(records: list[dict], weights: dict[str, float], out: Path, title: str) 
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     t0 = min(r["t"] for r in records)
-    n_bins = max(1, math.ceil((max(r["t"] + r["latency_s"] for r in records) - t0) / BIN_S))
+    n_bins = max(1, math.ceil((max(r["t_end"] for r in records) - t0) / BIN_S))
     by_bin: list[list[dict]] = [[] for _ in range(n_bins)]
     for r in records:  # latency and throughput by completion time
-        by_bin[min(n_bins - 1, int((r["t"] + r["latency_s"] - t0) / BIN_S))].append(r)
+        by_bin[min(n_bins - 1, int((r["t_end"] - t0) / BIN_S))].append(r)
     xs = [(i + 0.5) * BIN_S for i in range(n_bins)]
     for q, style in ((50, "-"), (95, "--"), (99, ":")):
         axes[0].plot(xs, [_pct([r["latency_s"] for r in b], q) if b else math.nan for b in by_bin], style,

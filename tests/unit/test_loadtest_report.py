@@ -19,6 +19,8 @@ def records() -> list[dict]:
     for i in range(50):
         rows.append({"t": 1000.0 + i * 0.4, "name": "completion base", "route": "base", "variant": "base",
                      "version": "base", "status": 503 if i == 7 else 200, "latency_s": 0.2, "ttft_s": 0.05})
+    for r in rows:
+        r["t_end"] = r["t"] + r["latency_s"]
     return rows
 
 
@@ -49,3 +51,11 @@ def test_summary_counts_rates_percentiles_and_canary_share() -> None:
 def test_plot_is_written(tmp_path: Path) -> None:
     png = plot(records(), {"support-intents": 5.0}, tmp_path / "l.png", "test")
     assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_in_flight_peak_counts_back_to_back_requests_once() -> None:
+    from benchmarks.reliability import max_in_flight
+
+    one_user = [{"t": 10.0 + i, "t_end": 11.0 + i} for i in range(5)]  # each starts as the last one ends
+    two_users = one_user + [{"t": 10.5, "t_end": 12.5}]
+    assert max_in_flight(one_user) == 1 and max_in_flight(two_users) == 2

@@ -32,6 +32,9 @@ class Verdict:
 
 def judge(stable: VariantFigures, canary: VariantFigures, cfg: Analysis) -> Verdict:
     """Pure decision over one interval's figures."""
+    if canary.fallbacks > 0:  # decisive at any count: the canary version cannot even be loaded
+        return Verdict("fail", [f"{canary.fallbacks:.0f} canary requests fell back to stable: "
+                                f"{canary.version} could not be loaded (see the gateway log)"])
     if stable.requests < cfg.min_requests or canary.requests < cfg.min_requests:
         return Verdict("wait", [f"need {cfg.min_requests} requests per variant "
                                 f"(stable {stable.requests:.0f}, canary {canary.requests:.0f})"])

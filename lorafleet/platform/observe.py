@@ -51,6 +51,7 @@ class VariantFigures:
     schema_failures: float = 0.0
     buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
     drift_psi: float | None = None
+    fallbacks: float = 0.0  # canary requests served by stable: the version could not be loaded
     seconds: float = 0.0
 
     @property
@@ -80,6 +81,9 @@ def _collect(s: Scrape, route: str, variant: str, version: str) -> VariantFigure
     f = VariantFigures(version=version)
     for name, labels, value in s.samples:
         if labels.get("route") != route or labels.get("version") != version:
+            continue
+        if name == "lorafleet_canary_fallbacks_total":
+            f.fallbacks += value if variant == "canary" else 0.0
             continue
         if name == "lorafleet_drift_psi_ratio":
             if labels.get("feature") == "prompt_tokens":
@@ -119,6 +123,7 @@ def figures(now: Scrape, before: Scrape | None, route: str, versions: dict[str, 
             schema_failures=c.schema_failures - p.schema_failures,
             buckets={le: n - p.buckets.get(le, 0.0) for le, n in c.buckets.items()},
             drift_psi=c.drift_psi,
+            fallbacks=c.fallbacks - p.fallbacks,
             seconds=(now.at_s - before.at_s) if before is not None else 0.0,
         )
     return result

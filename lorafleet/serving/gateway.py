@@ -57,6 +57,10 @@ class GatewayConfig(ConfigModel):
     routes_poll_interval_s: float = Field(default=0.25, gt=0, description="How often the routes file is checked.")
     health_interval_s: float = Field(default=1.0, gt=0, description="How often engines are health-checked.")
     max_loaded_adapters: int = Field(default=16, ge=1, description="Adapter versions kept per engine (LRU).")
+    failed_load_retry_s: float = Field(
+        default=30.0, ge=0,
+        description="After a version fails to load, canary requests go to stable without a new try for this long.",
+    )
     affinity_slack_requests: int = Field(
         default=4, ge=0,
         description="With several engines, one that has the requested version loaded is preferred unless it has "
@@ -119,6 +123,7 @@ class Gateway:
 
         self.config = config
         self.metrics = GatewayMetrics()
+        self._failed_loads: dict[str, float] = {}  # version -> monotonic time of the next try
         self.check_version = check_version
         self.auth = Authenticator.from_file(config.keys_file)
         self.tokens = TokenCounter(tokenizer_json)
@@ -254,6 +259,9 @@ class Gateway:
         The request is in flight on the engine from the moment it is picked (the caller
         releases it), so that requests arriving during a load see that engine as busy.
         """
+        route = self.watcher.routes.routes.get(target.route)
+        if target.variant == "canary" and route is not None and self._load_failed_recently(target.version):
+            return await self._serve_stable_instead(target, route)  # don't re-verify it on every request
         engine = self.pool.pick(target.version)
         self.pool.acquire(engine, target.version)
         if target.version is None:
@@ -267,16 +275,27 @@ class Gateway:
             if not isinstance(err, AdapterLoadFailed):
                 raise
             self.metrics.adapter_loads.labels("failed").inc()
-            route = self.watcher.routes.routes.get(target.route)
+            self._failed_loads[target.version] = time.monotonic() + self.config.failed_load_retry_s
             if target.variant != "canary" or route is None:
                 raise
-            log.error("canary failed to load, serving stable instead: %s", err)
-            stable = None if is_base_ref(route.stable) else route.stable
-            return await self.prepare(Target(target.route, stable, "stable"))
+            log.error("canary failed to load, serving stable instead (no new try for %.0fs): %s",
+                      self.config.failed_load_retry_s, err)
+            return await self._serve_stable_instead(target, route)
         if not already:
             self.metrics.adapter_loads.labels("ok").inc()
             self.metrics.adapter_load_duration.observe(time.perf_counter() - started)
         return target, engine
+
+    def _load_failed_recently(self, version: str | None) -> bool:
+        until = self._failed_loads.get(version) if version is not None else None
+        return until is not None and time.monotonic() < until
+
+    async def _serve_stable_instead(self, target: Target, route) -> tuple[Target, Engine]:
+        """A canary whose version cannot be loaded: stable answers, and the fallback is counted
+        (canary analysis rolls such a canary back)."""
+        self.metrics.canary_fallbacks.labels(target.route, target.version).inc()
+        stable = None if is_base_ref(route.stable) else route.stable
+        return await self.prepare(Target(target.route, stable, "stable"))
 
     # -- forwarding -------------------------------------------------------------------------
     async def _send(self, engine: Engine, path: str, body: dict, stream: bool) -> httpx.Response:

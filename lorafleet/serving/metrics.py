@@ -79,6 +79,11 @@ class GatewayMetrics:
         self.adapter_loads = Counter(
             "lorafleet_adapter_loads", "Adapter loads on engines by result.", ["result"], registry=r,
         )
+        self.canary_fallbacks = Counter(
+            "lorafleet_canary_fallbacks",
+            "Requests routed to a canary version that could not be loaded, served by stable instead.",
+            ["route", "version"], registry=r,
+        )
         self.adapter_load_duration = Histogram(
             "lorafleet_adapter_load_duration_seconds", "Time to make an adapter version ready on an engine.",
             buckets=LATENCY_BUCKETS_S, registry=r,

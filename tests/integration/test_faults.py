@@ -406,12 +406,17 @@ def test_flipped_byte_canary_is_refused_at_load_while_stable_serves(settings, ti
         assert set(err) == {"message", "type", "param", "code"} and err["code"] == "adapter_load_failed"
         assert bad in err["message"] and "corrupted" in err["message"], err
         failed_loads = metric(gw, "lorafleet_adapter_loads_total", result="failed")
+        fallbacks = metric(gw, "lorafleet_canary_fallbacks_total", route="faults-flip", version=bad)
     recs = load.records
     print(f"\nflipped byte: {len(recs)} requests, {len(load.failures())} failed, {failed_loads:.0f} refused loads")
     assert load.failures() == [], summary(load.failures())
     assert len(recs) > 20
     assert {r.version for r in recs} == {v1} and {r.variant for r in recs} == {"stable"}
-    assert failed_loads >= 2  # the canary's share tried it and fell back, each time refused
+    # the canary's first request tried it and was refused; the rest of its share went to stable
+    # without re-verifying it (failed_load_retry_s), each counted as a fallback for canary analysis;
+    # the pinned admin request tried it once more
+    assert 2 <= failed_loads <= 6 + 1, failed_loads  # at most the clients that raced the first try, + pinned
+    assert fallbacks >= 2, fallbacks
     refused = [r.getMessage() for r in caplog.records if "canary failed to load" in r.getMessage()]
     assert refused and bad in refused[0] and "does not match its sha256 (corrupted)" in refused[0], refused[:1]
     assert bad not in engine_models(engine.root_url)  # the corrupted bytes never reached vLLM

@@ -116,3 +116,15 @@ def test_figures_are_interval_deltas_per_version() -> None:
     assert figs["canary"].schema_failure_rate == pytest.approx(4 / 40)
     assert figs["stable"].request_rate == 60
     assert figs["canary"].latency_quantile_s(0.95) == 1.0
+
+
+def test_a_canary_that_cannot_load_fails_at_once() -> None:
+    cfg = Analysis(min_requests=20)
+    canary = VariantFigures(version="r@2", fallbacks=3)  # no request got an answer from it at all
+    verdict = judge(_figs(100), canary, cfg)
+    assert verdict.decision == "fail" and "r@2 could not be loaded" in verdict.reasons[0]
+    fallbacks = ("lorafleet_canary_fallbacks_total", {"route": "r", "version": "r@2"})
+    now = Scrape(10, [*_scrape(10, 100, 0, 0).samples, (*fallbacks, 7.0)])
+    before = Scrape(0, [*_scrape(0, 50, 0, 0).samples, (*fallbacks, 2.0)])
+    figs = figures(now, before, "r", {"stable": "base", "canary": "r@2"})
+    assert figs["canary"].fallbacks == 5 and figs["stable"].fallbacks == 0

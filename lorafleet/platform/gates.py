@@ -64,6 +64,27 @@ def run_golden(gateway_url: str, route: str, version: str | None, manifest, admi
     return float(score_answers(answers, refs, None, [])["pass_rate"])
 
 
+def wait_for_route(gateway_url: str, route: str, admin_key: str | None = None, timeout_s: float = 10.0) -> None:
+    """Wait until the gateway serves ``route`` (it applies a routes-file edit within a second)."""
+    import time
+
+    import httpx
+
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            r = httpx.get(f"{gateway_url}/v1/models", headers=headers, timeout=5)
+            if r.status_code == 200 and any(m.get("id") == route for m in r.json().get("data", [])):
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise PlatformError(f"the gateway at {gateway_url} does not serve route {route!r} "
+                                f"{timeout_s:.0f}s after it was written to the routes file; see its log")
+        time.sleep(0.2)
+
+
 def _recorded_golden(manifest, which: str = "adapter") -> float | None:
     ev = manifest.eval_metrics or {}
     return ((ev.get(which) or {}).get("golden") or {}).get("pass_rate")
@@ -91,6 +112,7 @@ def golden_gate(settings: Settings, gateway_url: str | None = None, admin_key: s
             url = record["url"].removesuffix("/v1") if record else None
         if url is not None and _golden_rows(m) is not None:
             model = route if current is not None else m.base.name  # a new route: pin through the base
+            wait_for_route(url, model, admin_key)  # a route written a moment ago may not be applied yet
             mine = run_golden(url, model, m.ref, m, admin_key)
             if stable is None or is_base_ref(stable):
                 theirs = _recorded_golden(m, "base")

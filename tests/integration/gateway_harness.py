@@ -12,7 +12,7 @@ from lorafleet.serving.engine import free_port
 from lorafleet.serving.gateway import Gateway, create_app
 from lorafleet.serving.upstream import answers_ok
 
-__all__ = ["GatewayThread"]
+__all__ = ["GatewayThread", "ClientThreads"]
 
 
 class GatewayThread:
@@ -50,3 +50,28 @@ class GatewayThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ClientThreads:
+    """Background client threads, one ``_run(i)`` each, started on enter and stopped on exit
+    (a thread still alive after ``join_timeout_s`` is a hung client: the exit fails)."""
+
+    join_timeout_s: float = 60.0
+
+    def __init__(self, clients: int) -> None:
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def _run(self, i: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=self.join_timeout_s)
+        assert not any(t.is_alive() for t in self.threads), "a client thread hung"

@@ -5,7 +5,6 @@ on corrupted targets, pushed with --force) rolled back by the automatic canary a
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from lorafleet.registry.errors import NotFound
 from lorafleet.serving.routes import RoutesFile
 from lorafleet.serving.server import build_gateway
 from tests.conftest import TINY_BASE
-from tests.integration.gateway_harness import GatewayThread
+from tests.integration.gateway_harness import ClientThreads, GatewayThread
 
 GOOD = '{"intent":"other"}'
 BAD = "sorry, I cannot do JSON today"
@@ -98,15 +97,14 @@ def loop(settings, engine, trained, tmp_path_factory):
         yield gw, folder
 
 
-class Traffic:
+class Traffic(ClientThreads):
     """Clients sending requests in the background; every failure is kept."""
 
     def __init__(self, url: str, model: str, clients: int = 8, **params) -> None:
+        super().__init__(clients)
         self.url, self.model, self.params = url, model, params
-        self.stop = threading.Event()
         self.seen: list[str] = []
         self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
 
     def _run(self, i: int) -> None:
         client = OpenAI(base_url=self.url, api_key="unused", max_retries=0)
@@ -120,16 +118,6 @@ class Traffic:
                 self.seen.append(raw.headers["x-lorafleet-version"])
             except Exception as exc:  # noqa: BLE001 - every failure counts
                 self.errors.append(f"{type(exc).__name__}: {exc}")
-
-    def __enter__(self) -> Traffic:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=60)
 
 
 def _wait_applied(gw, route: str, predicate, timeout_s: float = 3.0) -> None:

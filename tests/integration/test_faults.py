@@ -38,7 +38,7 @@ from lorafleet.registry.store import Registry
 from lorafleet.serving.routes import RoutesFile
 from lorafleet.serving.server import build_gateway
 from tests.conftest import TINY_BASE, make_lora_adapter
-from tests.integration.gateway_harness import GatewayThread
+from tests.integration.gateway_harness import ClientThreads, GatewayThread
 
 MSG = [{"role": "user", "content": "Tell me about the sea."}]
 GATEWAY_TIMEOUT_S = 15.0  # the gateway's upstream timeout in these tests: no request may take longer
@@ -62,16 +62,17 @@ class Rec:
     detail: str = ""
 
 
-class Load:
+class Load(ClientThreads):
     """Client threads sending chat requests with the official openai client until stopped (1 in 3
     streamed); every outcome is recorded with its start time and duration."""
 
+    join_timeout_s = GATEWAY_TIMEOUT_S * 4
+
     def __init__(self, url: str, models: list[str], clients: int = 6, max_tokens: int = 4) -> None:
+        super().__init__(clients)
         self.url, self.models, self.max_tokens = url, models, max_tokens
-        self.stop = threading.Event()
         self.records: list[Rec] = []
         self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
 
     def _one(self, client: OpenAI, model: str, user: str, stream: bool) -> Rec:
         started = time.monotonic()
@@ -122,16 +123,6 @@ class Load:
     def failures(self) -> list[Rec]:
         return [r for r in self.records if r.kind != "ok"]
 
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=GATEWAY_TIMEOUT_S * 4)
-        assert not any(t.is_alive() for t in self.threads), "a client thread hung"
 
 
 def wait_for(predicate, timeout_s: float = 5.0, what: str = "condition") -> None:

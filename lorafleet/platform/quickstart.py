@@ -19,7 +19,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support-intents" /
 ROUTE = "support-intents"
 
 
-def _traffic(url: str, route: str, requests: int, prompts: list[list[dict]], say) -> dict:
+def _traffic(url: str, route: str, requests: int, prompts: list[list[dict]], say, max_tokens: int = 32) -> dict:
     """Mixed traffic from distinct users, streaming and not; returns what the client saw."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -33,12 +33,12 @@ def _traffic(url: str, route: str, requests: int, prompts: list[list[dict]], say
         messages = prompts[i % len(prompts)]
         try:
             if i % 4 == 0:
-                for _ in client.chat.completions.create(model=route, messages=messages, max_tokens=48,
+                for _ in client.chat.completions.create(model=route, messages=messages, max_tokens=max_tokens,
                                                         temperature=0, user=f"user-{i}", stream=True):
                     pass
                 variant = "stream"
             else:
-                raw = client.chat.completions.with_raw_response.create(model=route, messages=messages, max_tokens=48,
+                raw = client.chat.completions.with_raw_response.create(model=route, messages=messages, max_tokens=max_tokens,
                                                                        temperature=0, user=f"user-{i}")
                 variant = raw.headers["x-lorafleet-variant"]
             seen[variant] = seen.get(variant, 0) + 1
@@ -131,7 +131,7 @@ def run_quickstart(settings: Settings, say: Callable[[str], None] = print, overr
     say(f"{clock()} 5/6 {requests} requests from distinct users with the openai client (1 in 4 streamed)")
     prompts = [json.loads(line)["messages"][:-1] for line in Path(cfg.data.eval).read_text().splitlines()
                if line.strip()]
-    traffic = _traffic(url, ROUTE, requests, prompts, say)
+    traffic = _traffic(url, ROUTE, requests, prompts, say, max_tokens=cfg.eval.max_new_tokens)
     say(f"         variants seen: {traffic['seen']}; failed requests: {len(traffic['failures'])}")
 
     say(f"{clock()} 6/6 platform status")

@@ -9,8 +9,8 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from lorafleet.platform.observe import Scrape, VariantFigures, figures, scrape
@@ -134,6 +134,7 @@ class AnalysisLoop:
         self.outcomes: dict[str, list[str]] = {}
         self._stop = threading.Event()
         self._watching: dict[str, threading.Thread] = {}
+        self._last_good: dict[str, Route] = {}
         self._thread = threading.Thread(target=self._run, name="canary-analysis", daemon=True)
 
     @classmethod
@@ -153,13 +154,19 @@ class AnalysisLoop:
         for t in [self._thread, *self._watching.values()]:
             t.join(timeout=timeout_s)
 
-    def _route(self, name: str) -> Route | None:
+    def _routes(self) -> dict[str, Route]:
+        """The routes file's routes; on a file that does not parse (a bad edit, or one in
+        progress), the last good ones, as the gateway does."""
         from lorafleet.serving.routes import RoutesFile
 
         try:
-            return RoutesFile.load(self.routes_file).routes.get(name)
-        except Exception:  # noqa: BLE001 - a bad edit in progress: judge again next poll
-            return None
+            self._last_good = RoutesFile.load(self.routes_file).routes if self.routes_file.exists() else {}
+        except Exception:  # noqa: BLE001 - keep going on the last good file
+            pass
+        return self._last_good
+
+    def _route(self, name: str) -> Route | None:
+        return self._routes().get(name)
 
     def _sleep(self, seconds: float) -> None:
         if self._stop.wait(seconds):
@@ -182,7 +189,6 @@ class AnalysisLoop:
         self.outcomes.setdefault(name, []).append(outcome)
 
     def _run(self) -> None:
-        from lorafleet.serving.routes import RoutesFile
         from lorafleet.serving.upstream import answers_ok
 
         while not answers_ok(f"{self.url}/readyz"):  # the gateway may still be starting its engine
@@ -190,11 +196,7 @@ class AnalysisLoop:
                 return
         self.say(f"canary analysis on: watching the canaries in {self.routes_file}")
         while not self._stop.is_set():
-            try:
-                routes = RoutesFile.load(self.routes_file).routes if self.routes_file.exists() else {}
-            except Exception:  # noqa: BLE001 - same rule as the gateway: keep going on the last good file
-                routes = {}
-            for name, route in routes.items():
+            for name, route in self._routes().items():
                 busy = self._watching.get(name)
                 if route.canary is None or route.canary.weight <= 0 or (busy is not None and busy.is_alive()):
                     continue

@@ -63,10 +63,9 @@ def serve(
         typer.echo(f"serving at {record['url']} (pid {record['pid']}, log {record['log']}); stop with `platform stop`")
         return
     if canary_analysis:
-        from lorafleet.platform import serve_main
+        from lorafleet.platform.serve_main import serve_with_analysis
 
-        serve_main.main(["--base", base, "--host", host, "--port", str(port),
-                         *[a for url in urls for a in ("--engine-url", url)]])
+        serve_with_analysis(settings, base, host, port, urls)
         return
     serve_foreground(settings, base, host, port, urls)
 

@@ -5,21 +5,27 @@ stops. Takes the same arguments as ``python -m lorafleet.serving.server``.
 
 from __future__ import annotations
 
-__all__ = ["main"]
+__all__ = ["main", "serve_with_analysis"]
+
+
+def serve_with_analysis(settings, base: str, host: str, port: int, engine_urls: list[str]) -> None:
+    """`platform serve` in the foreground with the canary analysis loop beside the gateway."""
+    from lorafleet.platform.analysis import AnalysisLoop
+    from lorafleet.serving.server import local_url, serve_foreground
+
+    loop = AnalysisLoop.for_home(settings, base, local_url(host, port)).start()
+    try:
+        serve_foreground(settings, base, host, port, engine_urls)
+    finally:
+        loop.stop(timeout_s=2.0)
 
 
 def main(argv: list[str] | None = None) -> None:
     from lorafleet.core.settings import get_settings
-    from lorafleet.platform.analysis import AnalysisLoop
-    from lorafleet.serving.server import local_url, parse_args, serve_foreground
+    from lorafleet.serving.server import parse_args
 
     args = parse_args(argv)
-    settings = get_settings()
-    loop = AnalysisLoop.for_home(settings, args.base, local_url(args.host, args.port)).start()
-    try:
-        serve_foreground(settings, args.base, args.host, args.port, args.engine_url)
-    finally:
-        loop.stop(timeout_s=2.0)
+    serve_with_analysis(get_settings(), args.base, args.host, args.port, args.engine_url)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from lorafleet.core.settings import Settings
 from lorafleet.serving.errors import EngineError
 from lorafleet.serving.upstream import answers_ok
 
-__all__ = ["EngineConfig", "LocalEngine", "free_port"]
+__all__ = ["EngineConfig", "LocalEngine", "free_port", "end_process_group"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -31,8 +31,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _end_group(pgid: int, grace_s: float = 5.0) -> None:
-    """End what is left of an engine's process group once its leader has exited.
+def end_process_group(pgid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM a process group, then SIGKILL whatever is left of it after ``grace_s``.
+
+    Used for what is left of an engine's group once its leader has exited, and to stop the
+    detached server.
 
     vLLM's engine-core and worker processes outlive an API server killed with SIGKILL (or by
     the OOM killer); left alone they keep the model and its KV cache in memory for good.
@@ -193,7 +196,7 @@ class LocalEngine:
             except ProcessLookupError:
                 pass
         if proc is not None:
-            _end_group(proc.pid)
+            end_process_group(proc.pid)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -160,17 +160,9 @@ def stop_detached(settings: Settings, timeout_s: float = 30.0) -> dict | None:
     record = read_pid_file(settings)
     if record is None:
         return None
-    pid = record["pid"]
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        os.killpg(pid, signal.SIGKILL)
+    from lorafleet.serving.engine import end_process_group
+
+    end_process_group(record["pid"], grace_s=timeout_s)
     (settings.layout.run / PID_FILE).unlink(missing_ok=True)
     return record
 

@@ -71,8 +71,16 @@ class Plan:
     canary_routes: dict[str, float] = field(default_factory=dict)  # route -> configured canary percent
     headers: dict[str, str] = field(default_factory=dict)
 
+    deck: list[Kind] = field(default_factory=list)
+
     def pick(self) -> Kind:
-        return random.choices(self.kinds, weights=[k.weight for k in self.kinds])[0]
+        """The next request type: a shuffled deck holding each kind ``weight`` times, dealt out and
+        refilled, so every run of ``sum(weights)`` requests sends exactly the configured mix (a
+        plain weighted draw can skip a rare kind entirely in a short run)."""
+        if not self.deck:
+            self.deck = [k for k in self.kinds for _ in range(k.weight)]
+            random.shuffle(self.deck)
+        return self.deck.pop()
 
 
 PLAN = Plan()

@@ -11,6 +11,11 @@ An adapter version is loaded on an engine on demand, exactly once even when many
 requests arrive together; versions in use are leased so that, over the engine's limit,
 only idle ones are unloaded (least recently used first). An engine that comes back
 after being down has forgotten its adapters, so its loaded set is cleared.
+
+Health: an engine whose port refuses connections is down at once (its process is gone);
+one that answers slowly or wrongly is down only after ``DOWN_AFTER_FAILED_PROBES`` probes
+in a row, since a busy engine on a saturated machine can take seconds to answer ``/health``
+while it serves perfectly well, and taking the only engine out would fail every request.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ log = logging.getLogger("lorafleet.gateway")
 # version (name@N) -> a verified local adapter folder; raises on integrity/compatibility errors
 PathResolver = Callable[[str], Awaitable[Path]]
 
+DOWN_AFTER_FAILED_PROBES = 3  # slow or non-200 probes in a row; a refused connection counts at once
+
 
 class Engine:
     """One vLLM OpenAI server, by URL, and the gateway's view of it."""
@@ -42,6 +49,7 @@ class Engine:
         self.root_url = root_url.rstrip("/").removesuffix("/v1")
         self.max_loaded = max_loaded
         self.healthy = True
+        self.failed_probes = 0  # in a row
         self.base_name: str | None = None
         self.inflight = 0
         self.loaded: OrderedDict[str, None] = OrderedDict()  # LRU order, oldest first
@@ -78,16 +86,23 @@ class EnginePool:
 
     # -- health ---------------------------------------------------------------------------
     async def probe(self, engine: Engine) -> bool:
+        """Check ``engine`` once and update its health (see the module docstring); True if it answered."""
+        refused = False
         try:
             ok = (await self.client.get(f"{engine.root_url}/health", timeout=2.0)).status_code == 200
+        except httpx.ConnectError:
+            ok, refused = False, True
         except httpx.HTTPError:
             ok = False
+        engine.failed_probes = 0 if ok else engine.failed_probes + 1
         if ok and not engine.healthy:
             log.warning("engine %s is back; its adapters will be reloaded on demand", engine.root_url)
             engine.forget_adapters()
-        if not ok and engine.healthy:
-            log.warning("engine %s is down", engine.root_url)
-        engine.healthy = ok
+            engine.healthy = True
+        elif engine.healthy and (refused or engine.failed_probes >= DOWN_AFTER_FAILED_PROBES):
+            log.warning("engine %s is down (%s)", engine.root_url,
+                        "connection refused" if refused else f"{engine.failed_probes} failed probes in a row")
+            engine.healthy = False
         return ok
 
     async def discover(self, engine: Engine) -> None:

@@ -8,7 +8,10 @@ tests/integration/test_two_engines.py with two real vLLM engines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
+import httpx
 import pytest
 
 from lorafleet.serving.engines import EnginePool
@@ -117,3 +120,51 @@ def test_concurrent_first_requests_load_a_version_once_and_stop_counting_it_as_l
 def test_negative_slack_is_refused() -> None:
     with pytest.raises(ValueError, match="affinity_slack_requests"):
         pool(slack=-1)
+
+
+def test_health_slow_answers_need_three_in_a_row_a_refused_port_counts_at_once() -> None:
+    """Probes against real sockets: a server that answers /health after 2.5 s (over the 2 s probe
+    timeout) or with 500, and a port nobody listens on."""
+    from lorafleet.serving.engines import DOWN_AFTER_FAILED_PROBES
+
+    async def run() -> None:
+        mode = {"delay": 2.5, "status": 200}
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(mode["delay"])
+            code = mode["status"]
+            writer.write(f"HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]
+        closed.close()  # bound then closed: connecting is refused
+        async with httpx.AsyncClient() as client:
+            p = EnginePool([f"http://127.0.0.1:{port}", f"http://127.0.0.1:{dead_port}"], client=client,
+                           resolve_path=None, max_loaded=8)
+            slow, dead = p.engines
+            slow.loaded["a@1"] = None
+            for _ in range(DOWN_AFTER_FAILED_PROBES - 1):
+                assert not await p.probe(slow)
+            assert slow.healthy and slow.loaded  # busy, not gone: still serving
+            mode["delay"] = 0.0
+            assert await p.probe(slow) and slow.failed_probes == 0 and slow.loaded  # the count starts over
+            mode["status"] = 500
+            for _ in range(DOWN_AFTER_FAILED_PROBES):
+                assert not await p.probe(slow)
+            assert not slow.healthy
+            mode["status"] = 200
+            assert await p.probe(slow) and slow.healthy and not slow.loaded  # back, adapters forgotten
+
+            assert not await p.probe(dead)
+            assert not dead.healthy  # one refused connection is enough
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(run())

@@ -2,8 +2,9 @@
 
 Measures, on the tiny random Llama (so the engine is not the only thing that counts):
   1. added latency (p50/p95) and throughput of gateway vs direct, against a real vLLM
-     engine and against a stub upstream that answers instantly, at 1/8/32/128 streams,
-     with the gateway's CPU time per request;
+     engine and against a stub upstream, at 1/8/32/128 streams: a stub that answers at
+     once (the gateway's cost alone, its CPU time per request and its capacity) and one
+     paced like an engine (20 ms per token: the latency the gateway adds at that load);
   2. throughput with 1, 4 and 16 distinct adapter versions in the mix;
   3. time from a routes-file change to the first token from a never-loaded version.
 Targets (issue 5): >= 0.9x direct throughput; <= 2 ms added p50 vs the stub; the
@@ -40,12 +41,20 @@ TOKENS = 16
 MSG = [{"role": "user", "content": "Tell me about the sea."}]
 
 
-# -- a stub upstream that streams TOKENS chunks at once -------------------------------------
+# -- a stub upstream that streams TOKENS chunks, at once or paced -----------------------------
+PACED_MS = 20.0  # per token, as an engine decoding 50 tokens/s per stream
+
+
 async def stub_app(scope, receive, send) -> None:
+    """Streams TOKENS chunks; a request body with ``stub_delay_ms`` waits that long before each."""
     if scope["type"] != "http":
         return
-    while (await receive()).get("more_body"):
-        pass
+    raw = b""
+    while True:
+        message = await receive()
+        raw += message.get("body", b"")
+        if not message.get("more_body"):
+            break
     if scope["path"] == "/health" or scope["path"] == "/v1/models":
         body = b'{"data": [{"id": "stub", "parent": null}]}'
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
@@ -55,7 +64,10 @@ async def stub_app(scope, receive, send) -> None:
     chunk = {"id": "x", "object": "chat.completion.chunk", "model": "stub",
              "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]}
     line = f"data: {json.dumps(chunk)}\n\n".encode()
+    delay_s = float(json.loads(raw or b"{}").get("stub_delay_ms", 0)) / 1e3
     for _ in range(TOKENS):
+        if delay_s:
+            await asyncio.sleep(delay_s)
         await send({"type": "http.response.body", "body": line, "more_body": True})
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
@@ -107,7 +119,7 @@ def gateway_process(name: str, home: Path, base: str, engine_url: str, port: int
 
 
 # -- load ----------------------------------------------------------------------------------
-async def load(url: str, models: list[str], concurrency: int, requests: int) -> dict:
+async def load(url: str, models: list[str], concurrency: int, requests: int, **extra) -> dict:
     """``requests`` streamed chat completions, ``concurrency`` at a time; latency to the last byte."""
     import aiohttp
 
@@ -121,12 +133,12 @@ async def load(url: str, models: list[str], concurrency: int, requests: int) -> 
             nonlocal tokens, failures
             for i in todo:
                 body = {"model": models[i % len(models)], "messages": MSG, "max_tokens": TOKENS, "stream": True,
-                        "ignore_eos": True, "temperature": 0}
+                        "ignore_eos": True, "temperature": 0, **extra}
                 t0 = time.perf_counter()
                 async with session.post(f"{url}/chat/completions", json=body) as r:
                     if r.status != 200:
                         failures += 1
-                        await r.read()
+                        print(f"    failed: HTTP {r.status} from {url}: {(await r.read())[:300]!r}", flush=True)
                         continue
                     async for line in r.content:
                         if line.startswith(b"data: {"):
@@ -136,14 +148,28 @@ async def load(url: str, models: list[str], concurrency: int, requests: int) -> 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
+    return summary(latencies, tokens, wall, failures)
+
+
+def summary(latencies: list[float], tokens: int, wall: float, failures: int) -> dict:
     return {"p50_ms": pct(latencies, 50) * 1e3, "p95_ms": pct(latencies, 95) * 1e3,
             "tok_s": tokens / wall, "req_s": len(latencies) / wall, "failures": failures,
-            "requests": len(latencies) + failures}
+            "requests": len(latencies) + failures, "latencies": latencies, "tokens": tokens, "wall": wall}
+
+
+def abba(run_a, run_b) -> tuple[dict, dict]:
+    """Run A, B, B, A and pool each side's requests, so a drift in the engine's speed over the
+    run (it has a warm-up, and the machine is shared) weighs on both sides alike."""
+    a1, b1, b2, a2 = run_a(), run_b(), run_b(), run_a()
+    return tuple(summary(x["latencies"] + y["latencies"], x["tokens"] + y["tokens"], x["wall"] + y["wall"],
+                         x["failures"] + y["failures"]) for x, y in ((a1, a2), (b1, b2)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, concurrency up to 32")
+    parser.add_argument("--levels", type=lambda v: [int(x) for x in v.split(",")],
+                        help="concurrency levels (default 1,8,32,128; --quick 1,8,32)")
     parser.add_argument("--stub", type=int, metavar="PORT", help=argparse.SUPPRESS)  # run the stub upstream
     args = parser.parse_args()
     if args.stub:
@@ -184,7 +210,7 @@ def main() -> None:
         stub_home.mkdir()
         stub_gw = gateway_process("stub-gateway", stub_home, "stub", stub.url, free_port())
         procs.append(stub_gw)
-        results = measure(args.quick, engine, gw, stub, stub_gw, reg, settings, base, routes_file, make_lora_adapter)
+        results = measure(args.quick, args.levels, engine, gw, stub, stub_gw, reg, settings, base, routes_file, make_lora_adapter)
     finally:
         for proc in procs:
             proc.stop()
@@ -194,25 +220,32 @@ def main() -> None:
     plot(*results)
 
 
-def measure(quick, engine, gw, stub, stub_gw, reg, settings, base, routes_file, make_lora_adapter):
+def measure(quick, levels, engine, gw, stub, stub_gw, reg, settings, base, routes_file, make_lora_adapter):
     from lorafleet.serving.routes import RoutesFile
 
     gw_url, direct_url = f"{gw.url}/v1", engine.url
     stub_url, stub_gw_url = f"{stub.url}/v1", f"{stub_gw.url}/v1"
-    levels = [1, 8, 32] if quick else [1, 8, 32, 128]
-    rows, stub_rows = [], []
+    levels = levels or ([1, 8, 32] if quick else [1, 8, 32, 128])
+    rows, stub_rows, paced_rows = [], [], []
     asyncio.run(load(gw_url, ["route-0"], 4, 8))  # load route-0 and warm up
     asyncio.run(load(stub_gw_url, ["stub"], 4, 32))
     for c in levels:
         n = max(2 * c, 16) if quick else max(4 * c, 32)
-        print(f"  {c} streams: {n} requests direct and through the gateway, {4 * n} against the stub ...",
+        n_engine = n if quick else min(max(8 * c, 64), 512)  # the engine's speed drifts: a larger sample
+        print(f"  {c} streams: 2 x {n_engine} requests direct and through the gateway (A-B-B-A), 2 x {2 * n} "
+              "with the stub ...",
               flush=True)
-        direct = asyncio.run(load(direct_url, ["tiny-llama"], c, n))
-        via = asyncio.run(load(gw_url, ["tiny-llama"], c, n))
-        s_direct = asyncio.run(load(stub_url, ["stub"], c, 4 * n))
+        direct, via = abba(lambda: asyncio.run(load(direct_url, ["tiny-llama"], c, n_engine)),
+                           lambda: asyncio.run(load(gw_url, ["tiny-llama"], c, n_engine)))
         cpu0 = stub_gw.cpu_s()
-        s_via = asyncio.run(load(stub_gw_url, ["stub"], c, 4 * n))
+        s_direct, s_via = abba(lambda: asyncio.run(load(stub_url, ["stub"], c, 2 * n)),
+                               lambda: asyncio.run(load(stub_gw_url, ["stub"], c, 2 * n)))
         cpu_ms = (stub_gw.cpu_s() - cpu0) * 1e3 / max(1, s_via["requests"])
+        p_direct, p_via = abba(lambda: asyncio.run(load(stub_url, ["stub"], c, n, stub_delay_ms=PACED_MS)),
+                               lambda: asyncio.run(load(stub_gw_url, ["stub"], c, n, stub_delay_ms=PACED_MS)))
+        paced_rows.append([c, p_direct["p50_ms"], p_via["p50_ms"], p_via["p50_ms"] - p_direct["p50_ms"],
+                           p_via["p95_ms"] - p_direct["p95_ms"], p_via["req_s"],
+                           p_direct["failures"] + p_via["failures"]])
         rows.append([c, direct["tok_s"], via["tok_s"], via["tok_s"] / direct["tok_s"],
                      via["p50_ms"] - direct["p50_ms"], via["p95_ms"] - direct["p95_ms"],
                      direct["failures"] + via["failures"]])
@@ -224,6 +257,9 @@ def measure(quick, engine, gw, stub, stub_gw, reg, settings, base, routes_file, 
     print_table("gateway vs an instant stub upstream (its cost alone)",
                 ["streams", "stub p50 ms", "via p50 ms", "+p50 ms", "+p95 ms", "stub req/s", "via req/s",
                  "gw CPU ms/req", "failures"], stub_rows)
+    print_table(f"gateway vs a stub paced like an engine ({PACED_MS:g} ms per token, {TOKENS} tokens)",
+                ["streams", "stub p50 ms", "via p50 ms", "+p50 ms", "+p95 ms", "via req/s", "failures"],
+                paced_rows)
 
     mix_rows = []
     for k in (1, 4, 16):
@@ -256,10 +292,10 @@ def measure(quick, engine, gw, stub, stub_gw, reg, settings, base, routes_file, 
                 else:
                     time.sleep(0.02)
     print(f"\nroutes change -> first token from a never-loaded version: {first * 1e3:.0f} ms")
-    return rows, stub_rows, mix_rows, first
+    return rows, stub_rows, paced_rows, mix_rows, first
 
 
-def plot(rows, stub_rows, mix_rows, first_s) -> None:
+def plot(rows, stub_rows, paced_rows, mix_rows, first_s) -> None:
     OUT.mkdir(exist_ok=True)
     import matplotlib
 
@@ -273,13 +309,15 @@ def plot(rows, stub_rows, mix_rows, first_s) -> None:
     axes[0].set(xscale="log", xlabel="concurrent streams", ylabel="gateway / direct tok/s",
                 title="throughput ratio (vLLM, tiny model)", ylim=(0, 1.2))
     axes[0].legend()
-    axes[1].plot(c, [r[3] for r in stub_rows], "o-", label="+p50")
-    axes[1].plot(c, [r[4] for r in stub_rows], "s--", label="+p95")
+    axes[1].plot(c, [r[3] for r in stub_rows], "o-", label="+p50, instant stub")
+    axes[1].plot(c, [r[4] for r in stub_rows], "s--", label="+p95, instant stub")
+    axes[1].plot(c, [max(r[3], 0.01) for r in paced_rows], "o-", label=f"+p50, stub at {PACED_MS:g} ms/token")
+    axes[1].plot(c, [max(r[4], 0.01) for r in paced_rows], "s--", label=f"+p95, stub at {PACED_MS:g} ms/token")
     axes[1].plot(c, [r[7] for r in stub_rows], "^:", label="gateway CPU per request")
     axes[1].axhline(2.0, ls="--", c="r", label="target +p50 2 ms")
     axes[1].set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel="ms",
-                title="added latency vs an instant stub upstream")
-    axes[1].legend()
+                title="latency the gateway adds (vs a stub upstream)")
+    axes[1].legend(fontsize=7)
     axes[2].bar([str(r[0]) for r in mix_rows], [r[1] for r in mix_rows])
     for i, r in enumerate(mix_rows):
         axes[2].annotate(f"{r[2]:.2f}x", (i, r[1]), ha="center", va="bottom")

@@ -308,11 +308,14 @@ class Gateway:
         for attempt in (1, 2):
             try:
                 return await self.client.send(request, stream=stream)
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                # A pooled connection the engine had just closed: no answer began, send it once more.
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError) as exc:
+                # A pooled connection the engine had just closed, or a connection that failed to open:
+                # no answer began, so the request is sent once more.
                 if attempt == 2:
+                    log.warning("request to %s failed twice: %r", engine.root_url, exc)
                     raise translate(exc, engine.root_url) from exc
             except httpx.HTTPError as exc:
+                log.warning("request to %s failed: %r", engine.root_url, exc)
                 raise translate(exc, engine.root_url) from exc
         raise AssertionError("unreachable")
 
@@ -401,8 +404,9 @@ class Gateway:
         status = 200
         try:
             async for chunk in upstream.aiter_raw():
-                for event in acc.feed(chunk, time.perf_counter() - started):
-                    yield event
+                events = acc.feed(chunk, time.perf_counter() - started)
+                if events:  # the events of one upstream read leave in one write
+                    yield b"".join(events)
             for event in acc.flush():
                 yield event
         except httpx.HTTPError as exc:  # the engine died mid-stream: tell the client in-band

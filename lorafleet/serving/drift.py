@@ -65,6 +65,10 @@ class DriftMonitor:
         w["prompt_tokens"].append(prompt_tokens)
         w["completion_tokens"].append(completion_tokens)
 
+    def versions(self) -> set[str]:
+        """The versions with live traffic observed (whose references ``scores`` will need)."""
+        return {version for (_route, version) in self._live}
+
     def scores(self, reference) -> dict[tuple[str, str, str], float]:
         """{(route, version, feature): PSI} for every window with enough samples and a reference."""
         out = {}

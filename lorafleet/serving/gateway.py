@@ -497,7 +497,7 @@ class Gateway:
                 m.drift_embedding_distance.labels(route, version, variant).set(value)
         if self.drift is None or self.reference is None:
             return
-        for version in {v for (_r, v) in self.drift._live}:
+        for version in self.drift.versions():
             if version not in self._references:
                 self._references[version] = await self.reference(version)
         m.drift_psi.clear()

@@ -190,32 +190,52 @@ class S3Storage(Storage):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @contextlib.contextmanager
+    def _failing_as(self, what: str, key: str) -> Iterator[None]:
+        """An S3 failure (no such bucket, access denied, endpoint unreachable) is a RegistryError
+        on one line that names the object, like a failed write on the local folder."""
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"s3://{self.bucket}/{self._key(key)}"
+        try:
+            yield
+        except ClientError as err:
+            e = err.response.get("Error", {})
+            raise RegistryError(f"cannot {what} {where}: {e.get('Code')}: {e.get('Message')}") from None
+        except (BotoCoreError, Boto3Error) as err:
+            raise RegistryError(f"cannot {what} {where}: {err}") from None
+
     def create(self, key: str, data: bytes) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
-        except ClientError as err:
-            if err.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise RegistryError(f"s3://{self.bucket}/{self._key(key)}: {err}") from None
+        with self._failing_as("write", key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            except ClientError as err:
+                if err.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise
         return True
 
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with self._failing_as("write", key):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def put_file(self, key: str, path: Path) -> None:
-        self.client.upload_file(str(path), self.bucket, self._key(key))
+        with self._failing_as("write", key):
+            self.client.upload_file(str(path), self.bucket, self._key(key))
 
     def get(self, key: str) -> bytes | None:
         from botocore.exceptions import ClientError
 
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as err:
-            if err.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
+        with self._failing_as("read", key):
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            except ClientError as err:
+                if err.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                    return None
+                raise
 
     def get_file(self, key: str, dest: Path) -> bool:
         data = self.get(key)
@@ -229,8 +249,9 @@ class S3Storage(Storage):
         full = self._key(prefix)
         cut = len(self.prefix) + 1 if self.prefix else 0
         keys = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-            keys += [o["Key"][cut:] for o in page.get("Contents", [])]
+        with self._failing_as("list", prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                keys += [o["Key"][cut:] for o in page.get("Contents", [])]
         return sorted(keys)
 
     def modified_at(self, key: str) -> float | None:
@@ -245,7 +266,8 @@ class S3Storage(Storage):
         for i in range(0, len(keys), 1000):
             chunk = [{"Key": self._key(k)} for k in keys[i:i + 1000]]
             if chunk:
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk})
+                with self._failing_as("delete", keys[i]):
+                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk})
 
 
 def storage_from_url(url: str | None, local_root: Path, endpoint_url: str | None = None) -> Storage:

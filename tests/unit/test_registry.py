@@ -233,3 +233,16 @@ def test_materialize_on_s3_caches_and_replaces_a_corrupted_cache(reg, adapter, t
         assert (again / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
     else:
         assert first.is_relative_to(reg.storage.root)  # local: the stored folder itself
+
+
+def test_s3_failures_are_one_line_registry_errors_naming_the_object(s3_endpoint, adapter, tiny_base,
+                                                                    tmp_path) -> None:
+    """A bucket that does not exist: push, list and read fail as RegistryError (the CLI's one line,
+    exit 2) naming the object and S3's error code, not as a botocore traceback."""
+    reg = Registry(S3Storage("no-such-bucket", "team", s3_endpoint), tmp_path / "cache")
+    with pytest.raises(RegistryError, match=r"cannot write s3://no-such-bucket/team/.*NoSuchBucket"):
+        reg.push(adapter, "intents", tiny_base)
+    with pytest.raises(RegistryError, match=r"cannot list s3://no-such-bucket/team/.*NoSuchBucket"):
+        reg.list("intents")
+    with pytest.raises(RegistryError, match=r"cannot read s3://no-such-bucket/team/.*NoSuchBucket"):
+        S3Storage("no-such-bucket", "team", s3_endpoint).get("intents/aliases.json")

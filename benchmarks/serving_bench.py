@@ -36,6 +36,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import OUT, pct, print_table  # noqa: E402
+from lorafleet.serving.upstream import answers_ok  # noqa: E402
 
 TOKENS = 16
 MSG = [{"role": "user", "content": "Tell me about the sea."}]
@@ -90,11 +91,8 @@ class Proc:
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
                 raise SystemExit(f"{name} exited with {self.popen.returncode}; see {log}")
-            try:
-                if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if answers_ok(f"{url}{ready_path}", timeout_s=2):
+                return
             time.sleep(0.2)
         raise SystemExit(f"{name} not ready in 120 s; see {log}")
 

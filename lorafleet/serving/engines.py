@@ -13,8 +13,8 @@ only idle ones are unloaded (least recently used first). An engine that comes ba
 after being down has forgotten its adapters, so its loaded set is cleared.
 
 Health: an engine whose port refuses connections is down at once (its process is gone);
-one that answers slowly or wrongly is down only after ``DOWN_AFTER_FAILED_PROBES`` probes
-in a row, since a busy engine on a saturated machine can take seconds to answer ``/health``
+one that answers slowly or wrongly is down only after ``down_after_failed_probes`` probes
+in a row (default 3), since a busy engine on a saturated machine can take seconds to answer ``/health``
 while it serves perfectly well, and taking the only engine out would fail every request.
 """
 
@@ -38,8 +38,6 @@ log = logging.getLogger("lorafleet.gateway")
 
 # version (name@N) -> a verified local adapter folder; raises on integrity/compatibility errors
 PathResolver = Callable[[str], Awaitable[Path]]
-
-DOWN_AFTER_FAILED_PROBES = 3  # slow or non-200 probes in a row; a refused connection counts at once
 
 
 class Engine:
@@ -74,13 +72,16 @@ class EnginePool:
     """Picks an engine per request and makes sure it has the requested version loaded."""
 
     def __init__(self, urls: list[str], client: httpx.AsyncClient, resolve_path: PathResolver,
-                 max_loaded: int, affinity_slack_requests: int = 4) -> None:
+                 max_loaded: int, affinity_slack_requests: int = 4, down_after_failed_probes: int = 3) -> None:
         if not urls:
             raise ValueError("at least one engine URL is needed")
         if affinity_slack_requests < 0:
             raise ValueError(f"affinity_slack_requests must be >= 0, got {affinity_slack_requests}")
+        if down_after_failed_probes < 1:
+            raise ValueError(f"down_after_failed_probes must be >= 1, got {down_after_failed_probes}")
         self.engines = [Engine(u, max_loaded) for u in urls]
         self.affinity_slack_requests = affinity_slack_requests
+        self.down_after_failed_probes = down_after_failed_probes
         self.client = client
         self.resolve_path = resolve_path
 
@@ -99,7 +100,7 @@ class EnginePool:
             log.warning("engine %s is back; its adapters will be reloaded on demand", engine.root_url)
             engine.forget_adapters()
             engine.healthy = True
-        elif engine.healthy and (refused or engine.failed_probes >= DOWN_AFTER_FAILED_PROBES):
+        elif engine.healthy and (refused or engine.failed_probes >= self.down_after_failed_probes):
             log.warning("engine %s is down (%s)", engine.root_url,
                         "connection refused" if refused else f"{engine.failed_probes} failed probes in a row")
             engine.healthy = False

@@ -66,6 +66,11 @@ class GatewayConfig(ConfigModel):
         description="With several engines, one that has the requested version loaded is preferred unless it has "
                     "more than this many requests in flight beyond the least-loaded engine.",
     )
+    engine_down_after_failed_probes: int = Field(
+        default=3, ge=1,
+        description="Health probes in a row that must time out or fail before an engine is taken out of "
+                    "rotation (a refused connection takes it out at once).",
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body.")
     drift_window: int = Field(default=500, ge=10, description="Requests per (route, version) the drift window holds.")
     drift_min_samples: int = Field(default=30, ge=1, description="Requests before drift is reported.")
@@ -131,7 +136,7 @@ class Gateway:
                                      on_reload=lambda r: self.metrics.routes_reloads.labels(r).inc())
         self.client = make_client(config.upstream_timeout_s)
         self.pool = EnginePool(config.engine_urls, self.client, resolve_path, config.max_loaded_adapters,
-                               config.affinity_slack_requests)
+                               config.affinity_slack_requests, config.engine_down_after_failed_probes)
         self.reference = reference
         self.drift = DriftMonitor(psi, config.drift_window, config.drift_min_samples) if psi else None
         self._references: dict[str, dict | None] = {}

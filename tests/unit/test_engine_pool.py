@@ -122,11 +122,14 @@ def test_negative_slack_is_refused() -> None:
         pool(slack=-1)
 
 
+def test_a_probe_threshold_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="down_after_failed_probes"):
+        EnginePool(["http://127.0.0.1:9000"], client=None, resolve_path=None, max_loaded=8, down_after_failed_probes=0)
+
+
 def test_health_slow_answers_need_three_in_a_row_a_refused_port_counts_at_once() -> None:
     """Probes against real sockets: a server that answers /health after 2.5 s (over the 2 s probe
     timeout) or with 500, and a port nobody listens on."""
-    from lorafleet.serving.engines import DOWN_AFTER_FAILED_PROBES
-
     async def run() -> None:
         mode = {"delay": 2.5, "status": 200}
 
@@ -147,16 +150,16 @@ def test_health_slow_answers_need_three_in_a_row_a_refused_port_counts_at_once()
         closed.close()  # bound then closed: connecting is refused
         async with httpx.AsyncClient() as client:
             p = EnginePool([f"http://127.0.0.1:{port}", f"http://127.0.0.1:{dead_port}"], client=client,
-                           resolve_path=None, max_loaded=8)
+                           resolve_path=None, max_loaded=8, down_after_failed_probes=3)
             slow, dead = p.engines
             slow.loaded["a@1"] = None
-            for _ in range(DOWN_AFTER_FAILED_PROBES - 1):
+            for _ in range(p.down_after_failed_probes - 1):
                 assert not await p.probe(slow)
             assert slow.healthy and slow.loaded  # busy, not gone: still serving
             mode["delay"] = 0.0
             assert await p.probe(slow) and slow.failed_probes == 0 and slow.loaded  # the count starts over
             mode["status"] = 500
-            for _ in range(DOWN_AFTER_FAILED_PROBES):
+            for _ in range(p.down_after_failed_probes):
                 assert not await p.probe(slow)
             assert not slow.healthy
             mode["status"] = 200

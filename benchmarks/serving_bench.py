@@ -47,7 +47,8 @@ PACED_MS = 20.0  # per token, as an engine decoding 50 tokens/s per stream
 
 
 async def stub_app(scope, receive, send) -> None:
-    """Streams TOKENS chunks; a request body with ``stub_delay_ms`` waits that long before each."""
+    """Streams TOKENS chunks; with ``stub_delay_ms`` in the request body, chunk k is due k times
+    that after the request arrived (a late wake-up is not carried over to the next chunk)."""
     if scope["type"] != "http":
         return
     raw = b""
@@ -66,9 +67,11 @@ async def stub_app(scope, receive, send) -> None:
              "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]}
     line = f"data: {json.dumps(chunk)}\n\n".encode()
     delay_s = float(json.loads(raw or b"{}").get("stub_delay_ms", 0)) / 1e3
-    for _ in range(TOKENS):
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for k in range(1, TOKENS + 1):
         if delay_s:
-            await asyncio.sleep(delay_s)
+            await asyncio.sleep(max(0.0, start + k * delay_s - loop.time()))
         await send({"type": "http.response.body", "body": line, "more_body": True})
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
@@ -117,8 +120,13 @@ def gateway_process(name: str, home: Path, base: str, engine_url: str, port: int
 
 
 # -- load ----------------------------------------------------------------------------------
-async def load(url: str, models: list[str], concurrency: int, requests: int, **extra) -> dict:
-    """``requests`` streamed chat completions, ``concurrency`` at a time; latency to the last byte."""
+async def load(url: str, models: list[str], concurrency: int, requests: int, stagger_s: float = 0.0,
+               **extra) -> dict:
+    """``requests`` streamed chat completions, ``concurrency`` at a time; latency to the last byte.
+
+    ``stagger_s`` spreads the streams' first requests over that long: streams of equal length
+    that all start together stay in step, and each wave then arrives as one burst.
+    """
     import aiohttp
 
     latencies: list[float] = []
@@ -127,8 +135,9 @@ async def load(url: str, models: list[str], concurrency: int, requests: int, **e
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as session:
 
-        async def worker() -> None:
+        async def worker(k: int) -> None:
             nonlocal tokens, failures
+            await asyncio.sleep(stagger_s * k / concurrency)
             for i in todo:
                 body = {"model": models[i % len(models)], "messages": MSG, "max_tokens": TOKENS, "stream": True,
                         "ignore_eos": True, "temperature": 0, **extra}
@@ -144,7 +153,7 @@ async def load(url: str, models: list[str], concurrency: int, requests: int, **e
                 latencies.append(time.perf_counter() - t0)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
         wall = time.perf_counter() - t0
     return summary(latencies, tokens, wall, failures)
 
@@ -230,17 +239,18 @@ def measure(quick, levels, engine, gw, stub, stub_gw, reg, settings, base, route
     for c in levels:
         n = max(2 * c, 16) if quick else max(4 * c, 32)
         n_engine = n if quick else min(max(8 * c, 64), 512)  # the engine's speed drifts: a larger sample
+        n_paced = max(2 * c, 16) if quick else max(8 * c, 32)  # each paced request is a 320 ms sample
         print(f"  {c} streams: 2 x {n_engine} requests direct and through the gateway (A-B-B-A), 2 x {2 * n} "
-              "with the stub ...",
-              flush=True)
+              f"with the instant stub, 2 x {n_paced} with the paced one ...", flush=True)
         direct, via = abba(lambda: asyncio.run(load(direct_url, ["tiny-llama"], c, n_engine)),
                            lambda: asyncio.run(load(gw_url, ["tiny-llama"], c, n_engine)))
         cpu0 = stub_gw.cpu_s()
         s_direct, s_via = abba(lambda: asyncio.run(load(stub_url, ["stub"], c, 2 * n)),
                                lambda: asyncio.run(load(stub_gw_url, ["stub"], c, 2 * n)))
         cpu_ms = (stub_gw.cpu_s() - cpu0) * 1e3 / max(1, s_via["requests"])
-        p_direct, p_via = abba(lambda: asyncio.run(load(stub_url, ["stub"], c, n, stub_delay_ms=PACED_MS)),
-                               lambda: asyncio.run(load(stub_gw_url, ["stub"], c, n, stub_delay_ms=PACED_MS)))
+        paced = {"requests": n_paced, "stagger_s": TOKENS * PACED_MS / 1e3, "stub_delay_ms": PACED_MS}
+        p_direct, p_via = abba(lambda: asyncio.run(load(stub_url, ["stub"], c, **paced)),
+                               lambda: asyncio.run(load(stub_gw_url, ["stub"], c, **paced)))
         paced_rows.append([c, p_direct["p50_ms"], p_via["p50_ms"], p_via["p50_ms"] - p_direct["p50_ms"],
                            p_via["p95_ms"] - p_direct["p95_ms"], p_via["req_s"],
                            p_direct["failures"] + p_via["failures"]])

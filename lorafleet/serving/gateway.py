@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,11 +35,14 @@ from lorafleet.serving.params import check_request
 from lorafleet.serving.router import choose
 from lorafleet.serving.routes import RoutesFile, is_base_ref
 from lorafleet.serving.routes_watch import RoutesWatcher
+from lorafleet.serving.streaming import EventStreamResponse
 from lorafleet.serving.tenants import Authenticator, Tenant
+from lorafleet.serving.upstream import CONNECT_TIMEOUT_S, AiohttpTransport, EngineResponse, make_client, translate
 
 __all__ = ["GatewayConfig", "Gateway", "create_app", "Target", "SchemaRejected"]
 
 log = logging.getLogger("lorafleet.gateway")
+_JSON = {"content-type": "application/json"}
 
 # version -> {feature: (edges, counts)} of its training fingerprint, or None
 Reference = Callable[[str], Awaitable[dict | None]]
@@ -124,8 +127,6 @@ class Gateway:
                  check_version: Callable[[str], None] | None = None, base_name: str | None = None,
                  reference: Reference | None = None, psi=None, tokenizer_json: Path | None = None,
                  centroid: Centroid | None = None) -> None:
-        from lorafleet.serving.upstream import make_client
-
         self.config = config
         self.metrics = GatewayMetrics()
         self._failed_loads: dict[str, float] = {}  # version -> monotonic time of the next try
@@ -134,7 +135,8 @@ class Gateway:
         self.tokens = TokenCounter(tokenizer_json)
         self.watcher = RoutesWatcher(config.routes_file, self._prepare_routes,
                                      on_reload=lambda r: self.metrics.routes_reloads.labels(r).inc())
-        self.client = make_client(config.upstream_timeout_s)
+        self.upstream = AiohttpTransport()  # forwarded requests; control calls go through self.client
+        self.client = make_client(config.upstream_timeout_s, transport=self.upstream)
         self.pool = EnginePool(config.engine_urls, self.client, resolve_path, config.max_loaded_adapters,
                                config.affinity_slack_requests, config.engine_down_after_failed_probes)
         self.reference = reference
@@ -303,16 +305,12 @@ class Gateway:
         return await self.prepare(Target(target.route, stable, "stable"))
 
     # -- forwarding -------------------------------------------------------------------------
-    async def _send(self, engine: Engine, path: str, body: dict, stream: bool) -> httpx.Response:
-        from lorafleet.serving.upstream import translate
-
-        request = self.client.build_request(
-            "POST", f"{engine.root_url}{path}", content=json.dumps(body).encode(),
-            headers={"content-type": "application/json"},
-        )
+    async def _send(self, engine: Engine, path: str, body: dict) -> EngineResponse:
+        url, content = f"{engine.root_url}{path}", json.dumps(body).encode()
         for attempt in (1, 2):
             try:
-                return await self.client.send(request, stream=stream)
+                return await self.upstream.open("POST", url, _JSON, content, CONNECT_TIMEOUT_S,
+                                                self.config.upstream_timeout_s)
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError) as exc:
                 # A pooled connection the engine had just closed, or a connection that failed to open:
                 # no answer began, so the request is sent once more.
@@ -370,13 +368,13 @@ class Gateway:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         try:
             body["model"] = target.version or self.base_name
-            upstream = await self._send(engine, path, body, stream)
+            upstream = await self._send(engine, path, body)
             if upstream.status_code == 404 and target.version is not None:
                 # The engine forgot the adapter (it restarted): load it again and retry once.
                 await upstream.aclose()
                 engine.loaded.pop(target.version, None)
                 await self.pool.ensure_loaded(engine, target.version)
-                upstream = await self._send(engine, path, body, stream)
+                upstream = await self._send(engine, path, body)
         except BaseException as exc:
             finish(getattr(exc, "status_code", 500))
             raise
@@ -400,12 +398,9 @@ class Gateway:
         acc = SSEAccumulator(kind, forward_usage=wants_usage)
         if guard is not None and guard.route.validator == "reject":
             return await self._buffered_stream(upstream, acc, guard, target, headers, started, finish)
-        return StreamingResponse(self._relay(upstream, acc, engine, guard, started, finish),
-                                 media_type="text/event-stream", headers=headers)
+        return EventStreamResponse(self._relay(upstream, acc, engine, guard, started, finish), headers)
 
     async def _relay(self, upstream, acc: SSEAccumulator, engine: Engine, guard, started, finish) -> AsyncIterator[bytes]:
-        from lorafleet.serving.upstream import translate
-
         status = 200
         try:
             async for chunk in upstream.aiter_raw():
@@ -442,7 +437,7 @@ class Gateway:
             for e in events:
                 yield e
 
-        return StreamingResponse(replay(), media_type="text/event-stream", headers=headers)
+        return EventStreamResponse(replay(), headers)
 
     def _validate(self, guard: RouteGuard | None, outcome: Outcome) -> tuple[str, str] | None:
         if guard is None or guard.validator is None:

@@ -1,9 +1,10 @@
 """Talking to engines over HTTP: the one place upstream (httpx, vLLM) errors are translated.
 
-The gateway speaks httpx's API, but its connections are aiohttp's (``AiohttpTransport``):
-httpcore's pool scans every pooled connection, with a socket poll each, on every request,
-which made the gateway's CPU per streamed request grow from 1.2 ms at 1 stream to 2.6 ms
-at 128 (benchmarks/serving_bench.py); aiohttp's pool does not.
+The gateway's connections are aiohttp's (``AiohttpTransport``): httpcore's pool scans every
+pooled connection, with a socket poll each, on every request, which made the gateway's CPU per
+streamed request grow from 1.2 ms at 1 stream to 2.6 ms at 128 (benchmarks/serving_bench.py);
+aiohttp's pool does not. Forwarded requests go straight to that pool (``AiohttpTransport.open``);
+control calls use httpx's API over it. Either way failures surface as httpx's exceptions.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import httpx
 
 from lorafleet.serving.errors import EngineUnavailable, ServingError, UpstreamTimeout
 
-__all__ = ["translate", "make_client", "answers_ok", "AiohttpTransport"]
+__all__ = ["translate", "make_client", "answers_ok", "AiohttpTransport", "EngineResponse"]
 
 KEEPALIVE_S = 2.0  # idle connections expire before vLLM's (uvicorn's) 5 s keep-alive closes them
+CONNECT_TIMEOUT_S = 2.0
 _HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
-def _as_httpx_error(exc: Exception, request: httpx.Request) -> httpx.HTTPError:
+def _as_httpx_error(exc: Exception, request: httpx.Request | None = None) -> httpx.HTTPError:
     """aiohttp's failure as the httpx exception ``translate`` (and httpx callers) understand."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(str(exc) or "connect timeout", request=request)
@@ -36,20 +38,30 @@ def _as_httpx_error(exc: Exception, request: httpx.Request) -> httpx.HTTPError:
     return httpx.TransportError(f"{type(exc).__name__}: {exc}", request=request)
 
 
-class _Body(httpx.AsyncByteStream):
-    """An aiohttp response body as httpx's stream. Closing it before the end drops the
-    connection, which is how vLLM learns that the client has gone (it aborts the request);
-    a body read to the end returns its connection to the pool."""
+class EngineResponse(httpx.AsyncByteStream):
+    """An engine's answer, as the gateway's data path uses it (``status_code``, ``headers``,
+    ``aread``, ``aiter_raw``, ``aclose``) and as the body stream of an ``httpx.Response``.
+    Failures are raised as httpx's exceptions. Closing it before the end drops the connection,
+    which is how vLLM learns that the client has gone (it aborts the request); a body read to
+    the end returns its connection to the pool."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self._response, self._request = response, request
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response, self.status_code, self.headers = response, response.status, response.headers
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def aread(self) -> bytes:
+        try:
+            return await self._response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _as_httpx_error(exc) from exc
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _as_httpx_error(exc, self._request) from exc
+            raise _as_httpx_error(exc) from exc
+
+    __aiter__ = aiter_raw
 
     async def aclose(self) -> None:
         if self._response.content.at_eof():
@@ -59,9 +71,14 @@ class _Body(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx requests sent over one aiohttp connection pool (no connection cap: vLLM queues
-    by itself). httpx's timeouts map onto aiohttp's: connect -> sock_connect, read -> sock_read
-    (the longest wait for the next bytes, as in httpx)."""
+    """One aiohttp connection pool to the engines (no connection cap: vLLM queues by itself).
+
+    ``open`` is the gateway's data path: a forwarded request and its stream, without httpx's
+    client layers (URL parsing, cookies, auth and redirect hooks, a second response object),
+    which cost about a fifth of the gateway's CPU per streamed request. Control calls (health,
+    adapter loads) use httpx's API over the same pool (``make_client``); httpx's timeouts map
+    onto aiohttp's: connect -> sock_connect, read -> sock_read (the longest wait for the next
+    bytes, as in httpx)."""
 
     def __init__(self, keepalive_s: float = KEEPALIVE_S) -> None:
         self._keepalive_s = keepalive_s
@@ -74,17 +91,28 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                                                   cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        t = request.extensions.get("timeout") or {}
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.get("connect"), sock_read=t.get("read"))
-        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _HOP_HEADERS]
+    async def open(self, method: str, url: str, headers, content: bytes, connect_s: float | None,
+                   read_s: float | None) -> EngineResponse:
+        """Send one request; the answer's body is left to read (or stream)."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=read_s)
         try:
             response = await self._session_now().request(
-                request.method, str(request.url), headers=headers, data=await request.aread(), timeout=timeout,
-                allow_redirects=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+                method, url, headers=headers, data=content, timeout=timeout, allow_redirects=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _as_httpx_error(exc, request) from exc
-        return httpx.Response(response.status, headers=list(response.raw_headers), stream=_Body(response, request),
+            raise _as_httpx_error(exc) from exc
+        return EngineResponse(response)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        t = request.extensions.get("timeout") or {}
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _HOP_HEADERS]
+        try:
+            answer = await self.open(request.method, str(request.url), headers, await request.aread(),
+                                     t.get("connect"), t.get("read"))
+        except httpx.HTTPError as exc:
+            exc.request = request
+            raise
+        return httpx.Response(answer.status_code, headers=list(answer._response.raw_headers), stream=answer,
                               request=request, extensions={"http_version": b"HTTP/1.1"})
 
     async def aclose(self) -> None:
@@ -92,10 +120,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await self._session.close()
 
 
-def make_client(timeout_s: float, connect_timeout_s: float = 2.0) -> httpx.AsyncClient:
-    """One pooled client for all engines (httpx's API over aiohttp's pool, see the module docstring)."""
+def make_client(timeout_s: float, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                transport: AiohttpTransport | None = None) -> httpx.AsyncClient:
+    """A client for control calls to the engines (httpx's API over aiohttp's pool, see the module
+    docstring); pass the gateway's transport to share its pool."""
     return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-                             transport=AiohttpTransport())
+                             transport=transport or AiohttpTransport())
 
 
 def translate(exc: Exception, url: str) -> ServingError:

@@ -4,7 +4,9 @@ Measures, on the tiny random Llama (so the engine is not the only thing that cou
   1. added latency (p50/p95) and throughput of gateway vs direct, against a real vLLM
      engine and against a stub upstream, at 1/8/32/128 streams: a stub that answers at
      once (the gateway's cost alone, its CPU time per request and its capacity) and one
-     paced like an engine (20 ms per token: the latency the gateway adds at that load);
+     paced like an engine (token k due k x 20 ms after the request arrived: the latency
+     the gateway adds at that load; the paced streams start staggered over one request's
+     length, so that streams of equal length do not stay in step and arrive in bursts);
   2. throughput with 1, 4 and 16 distinct adapter versions in the mix;
   3. time from a routes-file change to the first token from a never-loaded version.
 Targets (issue 5): >= 0.9x direct throughput; <= 2 ms added p50 vs the stub; the
@@ -13,8 +15,10 @@ Targets (issue 5): >= 0.9x direct throughput; <= 2 ms added p50 vs the stub; the
 Every part runs in its own process, as in a deployment: this script is only the load
 generator (aiohttp, one event loop); the gateways are `lorafleet.serving.server` processes
 (what `platform serve --engine-url` runs); the stub is this script with ``--stub PORT``; vLLM
-is its usual three processes. On a 2-core machine they still share the cores: at high
-concurrency against the instant stub the machine, not a queue in the gateway, sets the pace.
+is its usual three processes, stopped before the stub runs. On a 2-core machine the load
+generator, the stub and the gateway still share the cores: against the instant stub a
+closed loop of N streams runs as fast as one gateway process can relay, so from 32 streams
+on its added p50 is a queue (about N x the gateway's CPU per request / 2 cores), not a delay.
 
 Run: .venv/bin/python benchmarks/serving_bench.py [--quick]
 """
@@ -217,57 +221,38 @@ def main() -> None:
         stub_home.mkdir()
         stub_gw = gateway_process("stub-gateway", stub_home, "stub", stub.url, free_port())
         procs.append(stub_gw)
-        results = measure(args.quick, args.levels, engine, gw, stub, stub_gw, reg, settings, base, routes_file, make_lora_adapter)
+        levels = args.levels or ([1, 8, 32] if args.quick else [1, 8, 32, 128])
+        rows, mix_rows, first = measure_engine(args.quick, levels, engine, gw, reg, settings, base, routes_file,
+                                               make_lora_adapter)
+        if engine.proc is not None and engine.proc.poll() is not None:
+            print(f"the engine exited early (code {engine.proc.returncode}); see {home / 'engine.log'}")
+        engine.stop()  # an idle vLLM still takes CPU time: the stub runs have the machine to themselves
+        print("vLLM stopped; the gateway against the stub:", flush=True)
+        stub_rows, paced_rows = measure_stub(args.quick, levels, stub, stub_gw)
     finally:
         for proc in procs:
             proc.stop()
-        if engine.proc is not None and engine.proc.poll() is not None:
-            print(f"the engine exited early (code {engine.proc.returncode}); see {home / 'engine.log'}")
         engine.stop()
-    plot(*results)
+    plot(rows, stub_rows, paced_rows, mix_rows, first)
 
 
-def measure(quick, levels, engine, gw, stub, stub_gw, reg, settings, base, routes_file, make_lora_adapter):
+def measure_engine(quick, levels, engine, gw, reg, settings, base, routes_file, make_lora_adapter):
+    """Gateway vs direct to vLLM, the adapter mix, and a routes change to a never-loaded version."""
     from lorafleet.serving.routes import RoutesFile
 
     gw_url, direct_url = f"{gw.url}/v1", engine.url
-    stub_url, stub_gw_url = f"{stub.url}/v1", f"{stub_gw.url}/v1"
-    levels = levels or ([1, 8, 32] if quick else [1, 8, 32, 128])
-    rows, stub_rows, paced_rows = [], [], []
+    rows = []
     asyncio.run(load(gw_url, ["route-0"], 4, 8))  # load route-0 and warm up
-    asyncio.run(load(stub_gw_url, ["stub"], 4, 32))
     for c in levels:
-        n = max(2 * c, 16) if quick else max(4 * c, 32)
-        n_engine = n if quick else min(max(8 * c, 64), 512)  # the engine's speed drifts: a larger sample
-        n_paced = max(2 * c, 16) if quick else max(8 * c, 32)  # each paced request is a 320 ms sample
-        print(f"  {c} streams: 2 x {n_engine} requests direct and through the gateway (A-B-B-A), 2 x {2 * n} "
-              f"with the instant stub, 2 x {n_paced} with the paced one ...", flush=True)
-        direct, via = abba(lambda: asyncio.run(load(direct_url, ["tiny-llama"], c, n_engine)),
-                           lambda: asyncio.run(load(gw_url, ["tiny-llama"], c, n_engine)))
-        cpu0 = stub_gw.cpu_s()
-        s_direct, s_via = abba(lambda: asyncio.run(load(stub_url, ["stub"], c, 2 * n)),
-                               lambda: asyncio.run(load(stub_gw_url, ["stub"], c, 2 * n)))
-        cpu_ms = (stub_gw.cpu_s() - cpu0) * 1e3 / max(1, s_via["requests"])
-        paced = {"requests": n_paced, "stagger_s": TOKENS * PACED_MS / 1e3, "stub_delay_ms": PACED_MS}
-        p_direct, p_via = abba(lambda: asyncio.run(load(stub_url, ["stub"], c, **paced)),
-                               lambda: asyncio.run(load(stub_gw_url, ["stub"], c, **paced)))
-        paced_rows.append([c, p_direct["p50_ms"], p_via["p50_ms"], p_via["p50_ms"] - p_direct["p50_ms"],
-                           p_via["p95_ms"] - p_direct["p95_ms"], p_via["req_s"],
-                           p_direct["failures"] + p_via["failures"]])
+        n = max(2 * c, 16) if quick else min(max(8 * c, 64), 512)  # the engine's speed drifts: a larger sample
+        print(f"  {c} streams: 2 x {n} requests direct to vLLM and through the gateway (A-B-B-A) ...", flush=True)
+        direct, via = abba(lambda: asyncio.run(load(direct_url, ["tiny-llama"], c, n)),
+                           lambda: asyncio.run(load(gw_url, ["tiny-llama"], c, n)))
         rows.append([c, direct["tok_s"], via["tok_s"], via["tok_s"] / direct["tok_s"],
                      via["p50_ms"] - direct["p50_ms"], via["p95_ms"] - direct["p95_ms"],
                      direct["failures"] + via["failures"]])
-        stub_rows.append([c, s_direct["p50_ms"], s_via["p50_ms"], s_via["p50_ms"] - s_direct["p50_ms"],
-                          s_via["p95_ms"] - s_direct["p95_ms"], s_direct["req_s"], s_via["req_s"], cpu_ms,
-                          s_direct["failures"] + s_via["failures"]])
     print_table("gateway vs direct to vLLM (tiny model, 16 streamed tokens per request)",
                 ["streams", "direct tok/s", "gateway tok/s", "ratio", "+p50 ms", "+p95 ms", "failures"], rows)
-    print_table("gateway vs an instant stub upstream (its cost alone)",
-                ["streams", "stub p50 ms", "via p50 ms", "+p50 ms", "+p95 ms", "stub req/s", "via req/s",
-                 "gw CPU ms/req", "failures"], stub_rows)
-    print_table(f"gateway vs a stub paced like an engine ({PACED_MS:g} ms per token, {TOKENS} tokens)",
-                ["streams", "stub p50 ms", "via p50 ms", "+p50 ms", "+p95 ms", "via req/s", "failures"],
-                paced_rows)
 
     mix_rows = []
     for k in (1, 4, 16):
@@ -300,7 +285,39 @@ def measure(quick, levels, engine, gw, stub, stub_gw, reg, settings, base, route
                 else:
                     time.sleep(0.02)
     print(f"\nroutes change -> first token from a never-loaded version: {first * 1e3:.0f} ms")
-    return rows, stub_rows, paced_rows, mix_rows, first
+    return rows, mix_rows, first
+
+
+def measure_stub(quick, levels, stub, stub_gw):
+    """Gateway vs the stub, instant (the gateway's CPU cost and capacity) and paced like an engine."""
+    stub_url, stub_gw_url = f"{stub.url}/v1", f"{stub_gw.url}/v1"
+    stub_rows, paced_rows = [], []
+    asyncio.run(load(stub_gw_url, ["stub"], 4, 32))
+    for c in levels:
+        n = max(8 * c, 256) if quick else max(32 * c, 1024)  # at 2,000+ requests/s, a short run is noise
+        n_paced = max(2 * c, 16) if quick else max(8 * c, 32)  # each paced request is a 320 ms sample
+        print(f"  {c} streams: 2 x {n} requests with the instant stub, 2 x {n_paced} with the paced one, "
+              "direct and through the gateway (A-B-B-A) ...", flush=True)
+        cpu0 = stub_gw.cpu_s()
+        s_direct, s_via = abba(lambda: asyncio.run(load(stub_url, ["stub"], c, n)),
+                               lambda: asyncio.run(load(stub_gw_url, ["stub"], c, n)))
+        cpu_ms = (stub_gw.cpu_s() - cpu0) * 1e3 / max(1, s_via["requests"])
+        paced = {"requests": n_paced, "stagger_s": TOKENS * PACED_MS / 1e3, "stub_delay_ms": PACED_MS}
+        p_direct, p_via = abba(lambda: asyncio.run(load(stub_url, ["stub"], c, **paced)),
+                               lambda: asyncio.run(load(stub_gw_url, ["stub"], c, **paced)))
+        stub_rows.append([c, s_direct["p50_ms"], s_via["p50_ms"], s_via["p50_ms"] - s_direct["p50_ms"],
+                          s_via["p95_ms"] - s_direct["p95_ms"], s_direct["req_s"], s_via["req_s"], cpu_ms,
+                          s_direct["failures"] + s_via["failures"]])
+        paced_rows.append([c, p_direct["p50_ms"], p_via["p50_ms"], p_via["p50_ms"] - p_direct["p50_ms"],
+                           p_via["p95_ms"] - p_direct["p95_ms"], p_via["req_s"],
+                           p_direct["failures"] + p_via["failures"]])
+    print_table("gateway vs an instant stub upstream (its cost alone)",
+                ["streams", "stub p50 ms", "via p50 ms", "+p50 ms", "+p95 ms", "stub req/s", "via req/s",
+                 "gw CPU ms/req", "failures"], stub_rows)
+    print_table(f"gateway vs a stub paced like an engine ({PACED_MS:g} ms per token, {TOKENS} tokens)",
+                ["streams", "stub p50 ms", "via p50 ms", "+p50 ms", "+p95 ms", "via req/s", "failures"],
+                paced_rows)
+    return stub_rows, paced_rows
 
 
 def plot(rows, stub_rows, paced_rows, mix_rows, first_s) -> None:

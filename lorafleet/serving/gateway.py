@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,9 +311,11 @@ class Gateway:
             try:
                 return await self.upstream.open("POST", url, _JSON, content, CONNECT_TIMEOUT_S,
                                                 self.config.upstream_timeout_s)
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError) as exc:
-                # A pooled connection the engine had just closed, or a connection that failed to open:
-                # no answer began, so the request is sent once more.
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError,
+                    httpx.ConnectTimeout) as exc:
+                # A pooled connection the engine had just closed, or a connection that failed to open
+                # (refused, or not open within the connect timeout): no answer began, so the request
+                # is sent once more.
                 if attempt == 2:
                     log.warning("request to %s failed twice: %r", engine.root_url, exc)
                     raise translate(exc, engine.root_url) from exc
@@ -400,7 +402,8 @@ class Gateway:
             return await self._buffered_stream(upstream, acc, guard, target, headers, started, finish)
         return EventStreamResponse(self._relay(upstream, acc, engine, guard, started, finish), headers)
 
-    async def _relay(self, upstream, acc: SSEAccumulator, engine: Engine, guard, started, finish) -> AsyncIterator[bytes]:
+    async def _relay(self, upstream: EngineResponse, acc: SSEAccumulator, engine: Engine, guard, started,
+                     finish) -> AsyncGenerator[bytes, None]:
         status = 200
         try:
             async for chunk in upstream.aiter_raw():
@@ -433,7 +436,7 @@ class Gateway:
             raise SchemaRejected(target.route, *problem)
         finish(200, acc.outcome, None)
 
-        async def replay() -> AsyncIterator[bytes]:
+        async def replay() -> AsyncGenerator[bytes, None]:
             for e in events:
                 yield e
 

@@ -226,7 +226,7 @@ def main() -> None:
                                                make_lora_adapter)
         if engine.proc is not None and engine.proc.poll() is not None:
             print(f"the engine exited early (code {engine.proc.returncode}); see {home / 'engine.log'}")
-        engine.stop()  # an idle vLLM still takes CPU time: the stub runs have the machine to themselves
+        engine.stop()  # the stub runs have the machine to themselves
         print("vLLM stopped; the gateway against the stub:", flush=True)
         stub_rows, paced_rows = measure_stub(args.quick, levels, stub, stub_gw)
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 
@@ -16,6 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from lorafleet.serving.engine import free_port
 from lorafleet.serving.streaming import EventStreamResponse
 
 
@@ -47,9 +47,7 @@ def serve(source: Source):
     async def endpoint(_request):
         return EventStreamResponse(source.events(), headers={"X-Test": "yes"})
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/s", endpoint)]), host="127.0.0.1", port=port,
                                            log_level="error", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)

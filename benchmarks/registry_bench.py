@@ -27,7 +27,7 @@ def main() -> None:
 
     from lorafleet.core.settings import get_settings
     from lorafleet.platform.base_pull import pull_base
-    from lorafleet.platform.tiny import build_tiny_llama, make_random_lora
+    from tests.tiny import build_tiny_llama, make_random_lora
     from lorafleet.registry.storage import LocalStorage, S3Storage
     from lorafleet.registry.store import Registry
     from tests.registry_backends import moto_s3

@@ -40,7 +40,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import OUT, pct, print_table  # noqa: E402
-from lorafleet.serving.upstream import answers_ok  # noqa: E402
+from lorafleet.engine.process import answers_ok  # noqa: E402
 
 TOKENS = 16
 MSG = [{"role": "user", "content": "Tell me about the sea."}]
@@ -110,7 +110,7 @@ class Proc:
         return t.user + t.system
 
     def stop(self) -> None:
-        from lorafleet.serving.engine import end_process_group
+        from lorafleet.engine.process import end_process_group
 
         if self.popen.poll() is None:
             end_process_group(self.popen.pid)
@@ -190,10 +190,10 @@ def main() -> None:
 
     from lorafleet.core.settings import get_settings
     from lorafleet.platform.base_pull import pull_base
-    from lorafleet.platform.tiny import build_tiny_llama
-    from lorafleet.platform.tiny import make_random_lora as make_lora_adapter
+    from tests.tiny import build_tiny_llama
+    from tests.tiny import make_random_lora as make_lora_adapter
     from lorafleet.registry import open_registry
-    from lorafleet.serving.engine import EngineConfig, LocalEngine, free_port
+    from lorafleet.engine import EngineConfig, LocalEngine, free_port
     from lorafleet.serving.routes import RoutesFile
 
     settings = get_settings()

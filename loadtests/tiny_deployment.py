@@ -53,13 +53,13 @@ def tiny_deployment(say=print, canary_percent: float = 5.0, keep: bool = False) 
     try:
         from lorafleet.core.settings import get_settings
         from lorafleet.platform.base_pull import pull_base
-        from lorafleet.platform.tiny import build_tiny_llama, make_random_lora
+        from tests.tiny import build_tiny_llama, make_random_lora
         from lorafleet.registry import open_registry
-        from lorafleet.serving.engine import EngineConfig, LocalEngine, free_port
+        from lorafleet.engine import EngineConfig, LocalEngine, free_port
         from lorafleet.serving.gateway import create_app
         from lorafleet.serving.routes import RoutesFile
         from lorafleet.serving.server import build_gateway
-        from lorafleet.serving.upstream import answers_ok
+        from lorafleet.engine.process import answers_ok
 
         settings = get_settings()
         t0 = time.perf_counter()

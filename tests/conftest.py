@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.platform.tiny import make_random_lora as make_lora_adapter  # noqa: F401 (used by tests)
+from tests.tiny import make_random_lora as make_lora_adapter  # noqa: F401 (used by tests)
 
 TINY_BASE = "tiny-llama"
 
@@ -39,7 +39,7 @@ def settings(lorafleet_home: Path):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama folder with the real SmolLM2 tokenizer, built once."""
-    from lorafleet.platform.tiny import build_tiny_llama
+    from tests.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
@@ -56,7 +56,7 @@ def tiny_base(settings, tiny_model_dir: Path):
 @pytest.fixture(scope="session")
 def engine(settings, tiny_base, tmp_path_factory: pytest.TempPathFactory):
     """A real vLLM OpenAI server on the tiny base, with runtime LoRA loading on."""
-    from lorafleet.serving.engine import EngineConfig, LocalEngine
+    from lorafleet.engine.vllm import EngineConfig, LocalEngine
 
     log = tmp_path_factory.mktemp("engine-logs") / "vllm.log"
     config = EngineConfig.from_settings(

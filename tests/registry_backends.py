@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lorafleet.serving.engine import free_port
+from lorafleet.engine.process import free_port
 
 __all__ = ["moto_s3", "S3_ENV"]
 

@@ -79,10 +79,10 @@ def run_quickstart(settings: Settings, say: Callable[[str], None] = print, overr
     import json
 
     from lorafleet.platform.base_pull import pull_base
-    from lorafleet.platform.gates import golden_gate
-    from lorafleet.platform.promotion import Promoter
-    from lorafleet.platform.routes_edit import edit_route
-    from lorafleet.platform.status import collect_status, render_status
+    from lorafleet.platform.control.gates import golden_gate
+    from lorafleet.platform.control.promotion import Promoter
+    from lorafleet.platform.control.routes_edit import edit_route
+    from lorafleet.platform.control.status import collect_status, render_status
     from lorafleet.serving.routes import Route
     from lorafleet.serving.server import read_pid_file, serve_detached
     from lorafleet.training.config import load_train_config

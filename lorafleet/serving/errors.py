@@ -8,7 +8,6 @@ from lorafleet.core.errors import LorafleetError
 
 __all__ = [
     "ServingError",
-    "EngineError",
     "BadRequest",
     "ModelNotFound",
     "EngineUnavailable",
@@ -31,13 +30,6 @@ class ServingError(LorafleetError):
         self.param = param
         self.code = code
         self.headers = headers or {}
-
-
-class EngineError(ServingError):
-    """An engine that would not start, died, or answered nonsense."""
-
-    status_code = 503
-    error_type = "service_unavailable"
 
 
 class BadRequest(ServingError):

@@ -23,7 +23,7 @@ from lorafleet.core.settings import Settings, get_settings
 from lorafleet.serving.drift import psi, reference_centroid, reference_histograms
 from lorafleet.serving.errors import ServingError
 from lorafleet.serving.gateway import Gateway, GatewayConfig, create_app
-from lorafleet.serving.upstream import answers_ok
+from lorafleet.engine.process import answers_ok
 
 __all__ = ["build_gateway", "serve_foreground", "serve_detached", "stop_detached", "PID_FILE"]
 
@@ -84,8 +84,8 @@ def serve_foreground(settings: Settings, base: str, host: str, port: int, engine
     import uvicorn
 
     from lorafleet.registry.bases import BaseStore
-    from lorafleet.serving.engine import EngineConfig, LocalEngine
-    from lorafleet.serving.supervisor import EngineSupervisor
+    from lorafleet.engine.vllm import EngineConfig, LocalEngine
+    from lorafleet.engine.supervisor import EngineSupervisor
 
     supervisor = None
     if not engine_urls:
@@ -160,7 +160,7 @@ def stop_detached(settings: Settings, timeout_s: float = 30.0) -> dict | None:
     record = read_pid_file(settings)
     if record is None:
         return None
-    from lorafleet.serving.engine import end_process_group
+    from lorafleet.engine.process import end_process_group
 
     end_process_group(record["pid"], grace_s=timeout_s)
     (settings.layout.run / PID_FILE).unlink(missing_ok=True)

@@ -16,7 +16,7 @@ import httpx
 
 from lorafleet.serving.errors import EngineUnavailable, ServingError, UpstreamTimeout
 
-__all__ = ["translate", "make_client", "answers_ok", "AiohttpTransport", "EngineResponse"]
+__all__ = ["translate", "make_client", "AiohttpTransport", "EngineResponse"]
 
 KEEPALIVE_S = 2.0  # idle connections expire before vLLM's (uvicorn's) 5 s keep-alive closes them
 CONNECT_TIMEOUT_S = 2.0
@@ -135,11 +135,3 @@ def translate(exc: Exception, url: str) -> ServingError:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.RemoteProtocolError | httpx.ReadError):
         return EngineUnavailable(f"the engine at {url} is unavailable ({type(exc).__name__})")
     return EngineUnavailable(f"the engine at {url} failed: {type(exc).__name__}: {exc}")
-
-
-def answers_ok(url: str, timeout_s: float = 1.0) -> bool:
-    """True if a GET of ``url`` answers 200 (health and readiness probes); any failure is False."""
-    try:
-        return httpx.get(url, timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
-        return False

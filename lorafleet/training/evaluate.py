@@ -101,7 +101,7 @@ def run_evaluation(cfg: TrainConfig, settings: Settings, base_manifest: Any, bas
     """Start one engine on the base, score the base (or read its cache), load the adapter at runtime, score it."""
     import httpx
 
-    from lorafleet.serving.engine import EngineConfig, LocalEngine
+    from lorafleet.engine.vllm import EngineConfig, LocalEngine
 
     sets = load_eval_sets(cfg)
     if not sets:

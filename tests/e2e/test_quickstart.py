@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from lorafleet.core.fsutil import sha256_file
-from lorafleet.serving.engine import free_port
+from lorafleet.engine.process import free_port
 
 PLATFORM = str(Path(sys.executable).with_name("platform"))
 FAST = ["--set", "max_steps=12", "--set", "eval.max_rows=16", "--set", "eval.max_new_tokens=48"]

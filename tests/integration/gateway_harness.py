@@ -8,9 +8,9 @@ import time
 
 import uvicorn
 
-from lorafleet.serving.engine import free_port
+from lorafleet.engine.process import free_port
 from lorafleet.serving.gateway import Gateway, create_app
-from lorafleet.serving.upstream import answers_ok
+from lorafleet.engine.process import answers_ok
 
 __all__ = ["GatewayThread", "ClientThreads"]
 

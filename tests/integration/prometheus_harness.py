@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from lorafleet.serving.engine import free_port
-from lorafleet.serving.upstream import answers_ok
+from lorafleet.engine.process import free_port
+from lorafleet.engine.process import answers_ok
 
 __all__ = ["PROMETHEUS", "PrometheusServer"]
 

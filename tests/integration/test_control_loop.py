@@ -12,11 +12,11 @@ import pytest
 from openai import OpenAI
 
 from lorafleet.core.errors import InputError
-from lorafleet.platform.analysis import AnalysisLoop
+from lorafleet.platform.control.analysis import AnalysisLoop
 from lorafleet.platform.errors import PlatformError
-from lorafleet.platform.gates import golden_gate
-from lorafleet.platform.promotion import Promoter, parse_percent
-from lorafleet.platform.routes_edit import history
+from lorafleet.platform.control.gates import golden_gate
+from lorafleet.platform.control.promotion import Promoter, parse_percent
+from lorafleet.platform.control.routes_edit import history
 from lorafleet.registry.errors import NotFound
 from lorafleet.serving.routes import RoutesFile
 from lorafleet.serving.server import build_gateway

@@ -30,8 +30,8 @@ import pytest
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
-from lorafleet.platform.promotion import Promoter
-from lorafleet.platform.routes_edit import history
+from lorafleet.platform.control.promotion import Promoter
+from lorafleet.platform.control.routes_edit import history
 from lorafleet.registry.errors import IntegrityError, RegistryError
 from lorafleet.registry.storage import LocalStorage
 from lorafleet.registry.store import Registry
@@ -200,8 +200,8 @@ def _group_members(pgid: int) -> list[str]:
 
 def test_engine_kill_9_under_load_recovers_through_the_same_gateway(settings, versions, tmp_path) -> None:
     """Its own supervised engine (not the session one): killed with SIGKILL while clients send."""
-    from lorafleet.serving.engine import EngineConfig, LocalEngine
-    from lorafleet.serving.supervisor import EngineSupervisor
+    from lorafleet.engine.vllm import EngineConfig, LocalEngine
+    from lorafleet.engine.supervisor import EngineSupervisor
 
     v1 = versions[0]
     config = EngineConfig.from_settings(settings, settings.layout.base(TINY_BASE), TINY_BASE,

@@ -227,7 +227,7 @@ def test_bad_requests_get_openai_errors(gw, client) -> None:
 
 
 def test_engine_down_is_503_with_retry_after(tmp_path, settings) -> None:
-    from lorafleet.serving.engine import free_port
+    from lorafleet.engine.process import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     config = GatewayConfig(engine_urls=[dead], routes_file=tmp_path / "routes.yaml")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.serving.engine import free_port
+from lorafleet.engine.process import free_port
 from tests.conftest import TINY_BASE
 from tests.registry_backends import S3_ENV, moto_s3
 

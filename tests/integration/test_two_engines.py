@@ -39,7 +39,7 @@ def refs(settings, tiny_base, tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def engines(settings, tiny_base, tmp_path_factory, request):
     """The session engine and a second vLLM process on the same base (1 GiB KV cache), started side by side."""
-    from lorafleet.serving.engine import EngineConfig, LocalEngine
+    from lorafleet.engine.vllm import EngineConfig, LocalEngine
 
     log = tmp_path_factory.mktemp("engine2-logs") / "vllm.log"
     config = EngineConfig.from_settings(settings, settings.layout.base(TINY_BASE), TINY_BASE, log_path=log,

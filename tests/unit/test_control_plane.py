@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.platform.analysis import judge, variant_versions
+from lorafleet.platform.control.analysis import judge, variant_versions
 from lorafleet.platform.errors import PlatformError
-from lorafleet.platform.observe import Scrape, VariantFigures, figures
-from lorafleet.platform.progressive import parse_duration_s, parse_steps
-from lorafleet.platform.promotion import parse_percent
-from lorafleet.platform.routes_edit import edit_route, history
+from lorafleet.platform.control.observe import Scrape, VariantFigures, figures
+from lorafleet.platform.control.progressive import parse_duration_s, parse_steps
+from lorafleet.platform.control.promotion import parse_percent
+from lorafleet.platform.control.routes_edit import edit_route, history
 from lorafleet.core.errors import InputError
 from lorafleet.serving.routes import Analysis, Canary, Route, RoutesFile
 

@@ -15,7 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from lorafleet.serving.engine import free_port
+from lorafleet.engine.process import free_port
 from lorafleet.serving.streaming import EventStreamResponse
 
 

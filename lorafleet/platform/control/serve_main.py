@@ -10,7 +10,7 @@ __all__ = ["main", "serve_with_analysis"]
 
 def serve_with_analysis(settings, base: str, host: str, port: int, engine_urls: list[str]) -> None:
     """`platform serve` in the foreground with the canary analysis loop beside the gateway."""
-    from lorafleet.platform.analysis import AnalysisLoop
+    from lorafleet.platform.control.analysis import AnalysisLoop
     from lorafleet.serving.server import local_url, serve_foreground
 
     loop = AnalysisLoop.for_home(settings, base, local_url(host, port)).start()

@@ -14,8 +14,8 @@ canary_app = typer.Typer(help="Automatic canary analysis.", no_args_is_help=True
 
 
 def _promoter(base: str | None):
-    from lorafleet.platform.gates import golden_gate
-    from lorafleet.platform.promotion import Promoter
+    from lorafleet.platform.control.gates import golden_gate
+    from lorafleet.platform.control.promotion import Promoter
 
     import os
 
@@ -55,7 +55,7 @@ def promote(
     shown as a diff and recorded (who, when, why, before, after).
     """
     from lorafleet.core.errors import InputError
-    from lorafleet.platform.promotion import parse_percent
+    from lorafleet.platform.control.promotion import parse_percent
 
     promoter = _promoter(base)
     if full:
@@ -64,7 +64,7 @@ def promote(
         _show(promoter.full(route or ref.partition("@")[0], reason))
         return
     if steps:
-        from lorafleet.platform.progressive import parse_duration_s, parse_steps, run_steps
+        from lorafleet.platform.control.progressive import parse_duration_s, parse_steps, run_steps
 
         plan = parse_steps(steps)
         change = promoter.canary(ref, plan[0], route, reason, force)
@@ -96,7 +96,7 @@ def status(
     """
     import json
 
-    from lorafleet.platform.status import collect_status, render_status
+    from lorafleet.platform.control.status import collect_status, render_status
 
     settings = get_settings()
     url = _gateway_url(gateway)
@@ -116,7 +116,7 @@ def canary_watch(
     """Compare the canary with stable every interval (thresholds from the routes file's
     `analysis:` block); roll back on a breach, step up on a pass, promote after the last step.
     """
-    from lorafleet.platform.analysis import CanaryWatcher
+    from lorafleet.platform.control.analysis import CanaryWatcher
     from lorafleet.platform.errors import PlatformError
     from lorafleet.serving.routes import RoutesFile
 

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable
 
 from lorafleet.core.errors import InputError
-from lorafleet.platform.promotion import Promoter, parse_percent
-from lorafleet.platform.routes_edit import edit_route
+from lorafleet.platform.control.promotion import Promoter, parse_percent
+from lorafleet.platform.control.routes_edit import edit_route
 from lorafleet.serving.routes import Analysis, Route
 
 __all__ = ["parse_steps", "parse_duration_s", "run_steps"]
@@ -36,7 +36,7 @@ def parse_duration_s(text: str) -> float:
 
 def run_steps(promoter: Promoter, route: str, remaining: list[float], interval_s: float,
               say: Callable[[str], None] = print, gateway_url: str | None = None) -> str:
-    from lorafleet.platform.analysis import CanaryWatcher
+    from lorafleet.platform.control.analysis import CanaryWatcher
     from lorafleet.platform.errors import PlatformError
     from lorafleet.serving.routes import RoutesFile
     from lorafleet.serving.server import read_pid_file

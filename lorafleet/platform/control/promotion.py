@@ -15,7 +15,7 @@ from lorafleet.core.errors import InputError
 from lorafleet.core.names import check_name
 from lorafleet.core.settings import Settings
 from lorafleet.platform.errors import PlatformError
-from lorafleet.platform.routes_edit import RouteChange, default_actor, edit_route, history
+from lorafleet.platform.control.routes_edit import RouteChange, default_actor, edit_route, history
 from lorafleet.serving.routes import Canary, Route, is_base_ref
 
 __all__ = ["Promoter", "parse_percent", "GateCheck"]

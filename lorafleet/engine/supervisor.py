@@ -6,8 +6,8 @@ import logging
 import threading
 import time
 
-from lorafleet.serving.engine import LocalEngine
-from lorafleet.serving.errors import EngineError
+from lorafleet.engine.vllm import LocalEngine
+from lorafleet.engine.errors import EngineError
 
 __all__ = ["EngineSupervisor"]
 

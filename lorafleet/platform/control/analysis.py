@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lorafleet.platform.observe import Scrape, VariantFigures, figures, scrape
+from lorafleet.platform.control.observe import Scrape, VariantFigures, figures, scrape
 from lorafleet.serving.routes import Analysis, Route
 
 __all__ = ["Verdict", "judge", "CanaryWatcher", "AnalysisLoop"]
@@ -140,7 +140,7 @@ class AnalysisLoop:
     @classmethod
     def for_home(cls, settings, base: str, gateway_root_url: str, **kw) -> AnalysisLoop:
         """The loop over this home's routes file, acting as actor ``canary-analysis``."""
-        from lorafleet.platform.promotion import Promoter
+        from lorafleet.platform.control.promotion import Promoter
 
         promoter = Promoter(settings, base, actor="canary-analysis")
         return cls(gateway_root_url, settings.layout.routes_file, promoter, **kw)
@@ -189,7 +189,7 @@ class AnalysisLoop:
         self.outcomes.setdefault(name, []).append(outcome)
 
     def _run(self) -> None:
-        from lorafleet.serving.upstream import answers_ok
+        from lorafleet.engine.process import answers_ok
 
         while not answers_ok(f"{self.url}/readyz"):  # the gateway may still be starting its engine
             if self._stop.wait(self.poll_s):

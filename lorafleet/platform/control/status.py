@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import time
 
-from lorafleet.platform.analysis import variant_versions
-from lorafleet.platform.observe import figures, scrape
+from lorafleet.platform.control.analysis import variant_versions
+from lorafleet.platform.control.observe import figures, scrape
 from lorafleet.serving.routes import RoutesFile
 
 __all__ = ["collect_status", "render_status"]

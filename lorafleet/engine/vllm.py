@@ -6,10 +6,8 @@ waits for ``/health`` and stops it. Used by the tests, the quickstart and `platf
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,40 +17,10 @@ from pydantic import Field
 
 from lorafleet.core.config import ConfigModel
 from lorafleet.core.settings import Settings
-from lorafleet.serving.errors import EngineError
-from lorafleet.serving.upstream import answers_ok
+from lorafleet.engine.errors import EngineError
+from lorafleet.engine.process import answers_ok, end_process_group, free_port
 
-__all__ = ["EngineConfig", "LocalEngine", "free_port", "end_process_group"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def end_process_group(pgid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM a process group, then SIGKILL whatever is left of it after ``grace_s``.
-
-    Used for what is left of an engine's group once its leader has exited, and to stop the
-    detached server.
-
-    vLLM's engine-core and worker processes outlive an API server killed with SIGKILL (or by
-    the OOM killer); left alone they keep the model and its KV cache in memory for good.
-    """
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+__all__ = ["EngineConfig", "LocalEngine"]
 
 
 class EngineConfig(ConfigModel):

@@ -80,11 +80,11 @@ def base_list(
     Console().print(table)
 
 
-from lorafleet.platform.cli_control import canary_app, dashboard, promote, rollback, status  # noqa: E402
-from lorafleet.platform.cli_keys import keys_app  # noqa: E402
-from lorafleet.platform.cli_registry import registry_app  # noqa: E402
-from lorafleet.platform.cli_serve import serve, stop  # noqa: E402
-from lorafleet.platform.cli_train import data_app, train  # noqa: E402
+from lorafleet.platform.cli.control import canary_app, dashboard, promote, rollback, status  # noqa: E402
+from lorafleet.platform.cli.keys import keys_app  # noqa: E402
+from lorafleet.platform.cli.registry import registry_app  # noqa: E402
+from lorafleet.platform.cli.serve import serve, stop  # noqa: E402
+from lorafleet.platform.cli.train import data_app, train  # noqa: E402
 
 app.add_typer(keys_app, name="keys")
 app.add_typer(registry_app, name="registry")

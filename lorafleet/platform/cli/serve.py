@@ -58,12 +58,12 @@ def serve(
                                          "create keys with `platform keys add TENANT` first")
     urls = engine_url or []
     if detach:
-        module = "lorafleet.platform.serve_main" if canary_analysis else "lorafleet.serving.server"
+        module = "lorafleet.platform.control.serve_main" if canary_analysis else "lorafleet.serving.server"
         record = serve_detached(settings, base, host, port, urls, module=module)
         typer.echo(f"serving at {record['url']} (pid {record['pid']}, log {record['log']}); stop with `platform stop`")
         return
     if canary_analysis:
-        from lorafleet.platform.serve_main import serve_with_analysis
+        from lorafleet.platform.control.serve_main import serve_with_analysis
 
         serve_with_analysis(settings, base, host, port, urls)
         return

@@ -10,7 +10,8 @@ the engine that was idle a moment ago.
 An adapter version is loaded on an engine on demand, exactly once even when many first
 requests arrive together; versions in use are leased so that, over the engine's limit,
 only idle ones are unloaded (least recently used first). An engine that comes back
-after being down has forgotten its adapters, so its loaded set is cleared.
+after being down has forgotten its adapters, so its loaded set is cleared; so has one that a
+supervisor restarted on a fresh port (``replace_url``: same Engine, new URL, nothing loaded).
 
 Health: an engine whose port refuses connections is down at once (its process is gone);
 one that answers slowly or wrongly is down only after ``down_after_failed_probes`` probes
@@ -32,7 +33,7 @@ import httpx
 from lorafleet.serving.errors import AdapterLoadFailed, EngineUnavailable
 from lorafleet.serving.upstream import translate
 
-__all__ = ["Engine", "EnginePool", "PathResolver"]
+__all__ = ["Engine", "EnginePool", "PathResolver", "normalize_url"]
 
 log = logging.getLogger("lorafleet.gateway")
 
@@ -40,11 +41,17 @@ log = logging.getLogger("lorafleet.gateway")
 PathResolver = Callable[[str], Awaitable[Path]]
 
 
+def normalize_url(url: str) -> str:
+    """An engine's root URL as the pool keeps it: no trailing slash, no ``/v1``."""
+    return url.rstrip("/").removesuffix("/v1")
+
+
 class Engine:
     """One vLLM OpenAI server, by URL, and the gateway's view of it."""
 
     def __init__(self, root_url: str, max_loaded: int) -> None:
-        self.root_url = root_url.rstrip("/").removesuffix("/v1")
+        self.root_url = normalize_url(root_url)
+        self.generation = 0  # bumped when the URL changes: a load begun before does not count after
         self.max_loaded = max_loaded
         self.healthy = True
         self.failed_probes = 0  # in a row
@@ -121,6 +128,30 @@ class EnginePool:
             await asyncio.gather(*(self.probe(e) for e in self.engines))
             await asyncio.sleep(interval_s)
 
+    def replace_url(self, old_root_url: str, new_root_url: str) -> None:
+        """The engine at ``old_root_url`` was restarted at ``new_root_url`` (a fresh port).
+
+        The same :class:`Engine` keeps its in-flight and in-use counts (requests on the old
+        process end by themselves and release them), gets the new URL, forgets its loaded
+        adapters (a new process has none; they load again on demand) and starts healthy with
+        no failed probes (the supervisor restarts it once it answers); the health watcher
+        takes over from there. Raises ValueError for an unknown old URL or a new URL that
+        another engine already has.
+        """
+        old, new = normalize_url(old_root_url), normalize_url(new_root_url)
+        engine = next((e for e in self.engines if e.root_url == old), None)
+        if engine is None:
+            raise ValueError(f"old_root_url {old_root_url!r} is not one of the pool's engines "
+                             f"({', '.join(e.root_url for e in self.engines)})")
+        if new != old and any(e.root_url == new for e in self.engines):
+            raise ValueError(f"new_root_url {new_root_url!r} is already an engine of the pool")
+        engine.root_url = new
+        engine.generation += 1
+        engine.forget_adapters()
+        engine.healthy = True
+        engine.failed_probes = 0
+        log.warning("engine %s restarted at %s; its adapters will be reloaded on demand", old, new)
+
     @property
     def base_name(self) -> str | None:
         return next((e.base_name for e in self.engines if e.base_name), None)
@@ -189,13 +220,15 @@ class EnginePool:
         except Exception as exc:  # integrity or compatibility: the adapter never reaches vLLM
             raise AdapterLoadFailed(version, str(exc)) from exc
         await self._evict_idle(engine)
-        url = f"{engine.root_url}/v1/load_lora_adapter"
+        generation, url = engine.generation, f"{engine.root_url}/v1/load_lora_adapter"
         try:
             resp = await self.client.post(url, json={"lora_name": version, "lora_path": str(path)}, timeout=120.0)
         except httpx.HTTPError as exc:
             raise translate(exc, engine.root_url) from exc
         if resp.status_code != 200 and "already" not in resp.text:
             raise AdapterLoadFailed(version, f"engine answered {resp.status_code}: {resp.text[:300]}")
+        if engine.generation != generation:  # the engine was replaced meanwhile: the new one lacks it
+            raise EngineUnavailable(f"the engine at {url} was restarted while {version} loaded")
         engine.loaded[version] = None
         engine.loads_total += 1
         log.info("loaded %s on %s", version, engine.root_url)

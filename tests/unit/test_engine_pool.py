@@ -171,3 +171,50 @@ def test_health_slow_answers_need_three_in_a_row_a_refused_port_counts_at_once()
         await server.wait_closed()
 
     asyncio.run(run())
+
+
+def test_replace_url_keeps_the_engine_forgets_its_adapters_and_resets_health() -> None:
+    """A supervisor restarted an engine on a fresh port: the gateway's Engine follows it."""
+    p = pool(2)
+    e = p.engines[0]
+    e.loaded["a@1"] = None
+    e.healthy, e.failed_probes = False, 3
+    p.acquire(e, "a@1")  # a request still running on the old process
+    p.replace_url("http://127.0.0.1:9000/v1/", "http://127.0.0.1:9100")
+    assert p.engines[0] is e and e.root_url == "http://127.0.0.1:9100"
+    assert not e.loaded and e.healthy and e.failed_probes == 0
+    assert e.inflight == 1 and e.in_use == {"a@1": 1}  # the old request releases what it took
+    p.release(e, "a@1")
+    assert e.inflight == 0 and e.in_use == {}
+    assert p.pick("a@1") is e  # back in rotation under its new URL
+    with pytest.raises(ValueError, match="old_root_url 'http://127.0.0.1:9000'"):
+        p.replace_url("http://127.0.0.1:9000", "http://127.0.0.1:9200")
+    with pytest.raises(ValueError, match="new_root_url"):
+        p.replace_url("http://127.0.0.1:9100", "http://127.0.0.1:9001")
+
+
+def test_a_load_that_ends_after_replace_url_does_not_count_for_the_new_process() -> None:
+    """A load sent to the old process answers after the restart: the new process has no such adapter."""
+    async def run() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            p.replace_url(old, "http://127.0.0.1:9999")  # the supervisor's callback, mid-load
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        old = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+        async def resolve(version: str):
+            return "/nowhere"
+
+        async with httpx.AsyncClient() as client:
+            p = EnginePool([old], client=client, resolve_path=resolve, max_loaded=8)
+            with pytest.raises(EngineUnavailable, match="restarted"):
+                await p.ensure_loaded(p.engines[0], "a@1")
+            assert not p.engines[0].loaded and p.engines[0].root_url == "http://127.0.0.1:9999"
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(run())

@@ -6,15 +6,15 @@ so it scans every string in the YAML (keys and values, at any depth) for ``name@
 
 from __future__ import annotations
 
-import re
 from importlib import metadata
 from pathlib import Path
 
+from lorafleet.core.names import VERSION_REF_IN_TEXT
 from lorafleet.registry.errors import RegistryError
 
-__all__ = ["VERSION_REF", "versions_named_in", "routed_versions", "library_versions", "LIBRARIES"]
+__all__ = ["versions_named_in", "routed_versions", "library_versions", "LIBRARIES"]
 
-VERSION_REF = re.compile(r"(?<![A-Za-z0-9._-])([a-z0-9][a-z0-9._-]{0,63})@([0-9]+)(?![0-9])")
+
 
 # distribution names whose versions go into every manifest (the first one installed wins)
 LIBRARIES: dict[str, tuple[str, ...]] = {
@@ -30,7 +30,7 @@ def versions_named_in(data: object) -> set[str]:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            found |= {f"{m[1]}@{int(m[2])}" for m in VERSION_REF.finditer(item)}
+            found |= {f"{m['name']}@{int(m['version'])}" for m in VERSION_REF_IN_TEXT.finditer(item)}
         elif isinstance(item, dict):
             stack += list(item.keys()) + list(item.values())
         elif isinstance(item, list | tuple | set):

@@ -19,7 +19,6 @@ the files it wrote at once.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import os
 import shutil
@@ -30,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from lorafleet.core.fsutil import sha256_bytes, sha256_file, staged_dir
-from lorafleet.core.names import check_name
+from lorafleet.core.names import check_name, split_ref
+from lorafleet.core.users import current_user
 from lorafleet.registry.bases import BaseManifest, FileEntry
 from lorafleet.registry.compat import check_compatibility, read_peft_info
 from lorafleet.registry.errors import IntegrityError, NotFound, RegistryError
@@ -41,25 +41,11 @@ from lorafleet.registry.storage import Storage
 __all__ = ["Registry", "parse_ref", "ORPHAN_GRACE_S"]
 
 ORPHAN_GRACE_S = 3600.0
-_PAUSE_ENV = "LORAFLEET_TEST_PUSH_PAUSE_S"  # tests: sleep mid-push so it can be killed there
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """'name@3' -> ('name', '3'); 'name@stable' -> ('name', 'stable'); 'name' -> ('name', None)."""
-    name, sep, rest = ref.partition("@")
-    check_name(name, "REF")
-    if sep and not rest:
-        from lorafleet.core.errors import InputError
-
-        raise InputError("REF", ref, "expected NAME, NAME@N or NAME@ALIAS")
-    return name, (rest or None)
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    return split_ref(ref, "REF")
 
 
 class Registry:
@@ -168,18 +154,13 @@ class Registry:
                  if p.is_file() and not p.name.startswith(".")}
         entries = {rel: FileEntry(size_bytes=p.stat().st_size, sha256=sha256_file(p)) for rel, p in files.items()}
         blob = uuid.uuid4().hex
-        pause = float(os.environ.get(_PAUSE_ENV, "0") or 0)
         written: list[str] = []
         version: int | None = None
         try:
-            for i, (rel, path) in enumerate(files.items()):
+            for rel, path in files.items():
                 written.append(self._blob_key(name, blob, rel))
                 self.storage.put_file(written[-1], path)
-                if pause and i == 0:
-                    time.sleep(pause)
-            if pause:
-                time.sleep(pause)
-            draft = dict(name=name, created_at=datetime.now(UTC), created_by=created_by or _actor(), parent=parent,
+            draft = dict(name=name, created_at=datetime.now(UTC), created_by=created_by or current_user(), parent=parent,
                          base=base.identity, peft=peft, extra=lineage, blob=blob, files=entries, **known)
             existing = self._allocated(name)
             version = (existing[-1] if existing else 0) + 1
@@ -287,7 +268,7 @@ class Registry:
                 else:
                     self.storage.put(key, json.dumps({"version": before}).encode())
                 raise NotFound(f"{name}@{version} was just removed by gc")
-        entry = AuditEntry(at=datetime.now(UTC), actor=actor or _actor(), name=name, alias=alias,
+        entry = AuditEntry(at=datetime.now(UTC), actor=actor or current_user(), name=name, alias=alias,
                            from_version=before, to_version=version, reason=reason)
         stamp = entry.at.strftime("%Y%m%dT%H%M%S%f")
         self.storage.create(f"{self._prefix(name)}/audit/{stamp}-{uuid.uuid4().hex[:8]}.json",

@@ -20,7 +20,6 @@ change to this file, by the CLI or by a person with an editor.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -29,20 +28,9 @@ from pydantic import Field, field_validator, model_validator
 
 from lorafleet.core.config import ConfigError, ConfigModel
 from lorafleet.core.fsutil import atomic_write_text
-from lorafleet.core.names import NAME_PATTERN
+from lorafleet.core.names import NAME_PATTERN, VERSION_REF, parse_version_ref
 
 __all__ = ["Analysis", "Canary", "Price", "Route", "RoutesFile", "parse_version_ref", "is_base_ref", "VERSION_REF"]
-
-VERSION_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,63})@(?P<version>[1-9][0-9]*)$")
-
-
-def parse_version_ref(ref: str) -> tuple[str, int]:
-    """Split ``name@N`` into (name, N); raise ValueError otherwise."""
-    m = VERSION_REF.match(ref)
-    if not m or ".." in ref:
-        raise ValueError(f"{ref!r} is not a version reference of the form name@N")
-    return m["name"], int(m["version"])
-
 
 def _check_ref(ref: str) -> str:
     parse_version_ref(ref)

@@ -26,6 +26,14 @@ from lorafleet.registry.bases import BaseStore
 settings = get_settings()
 reg = open_registry(settings)
 base = BaseStore(settings.layout.bases).require(sys.argv[2])
+pause_s = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+if pause_s:  # hold the push after its first file so the test can kill it mid-write
+    import time
+    put_file = reg.storage.put_file
+    def slow_put_file(key, path):
+        put_file(key, path)
+        time.sleep(pause_s)
+    reg.storage.put_file = slow_put_file
 for _ in range(int(sys.argv[3])):
     print(reg.push(sys.argv[1], "shared", base).ref, flush=True)
 """
@@ -55,14 +63,14 @@ def adapter(settings, tiny_base, tmp_path_factory) -> Path:
     return make_lora_adapter(settings.layout.base(TINY_BASE), tmp_path_factory.mktemp("adapter"), r=4, seed=5)
 
 
-def _pusher(env: dict, adapter: Path, count: int, **extra_env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", PUSHER, str(adapter), TINY_BASE, str(count)],
-                            env={**env, **extra_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _pusher(env: dict, adapter: Path, count: int, pause_s: float = 0.0) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", PUSHER, str(adapter), TINY_BASE, str(count), str(pause_s)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_kill_9_mid_push_leaves_no_partial_version(backend, adapter) -> None:
     env, reg = backend
-    proc = _pusher(env, adapter, 1, LORAFLEET_TEST_PUSH_PAUSE_S="30")
+    proc = _pusher(env, adapter, 1, pause_s=30)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not reg.storage.list("adapters/shared/blobs/"):
         time.sleep(0.1)  # wait until it is mid-write: some files uploaded, no manifest

@@ -9,7 +9,6 @@ applies whatever valid file it finds.
 from __future__ import annotations
 
 import difflib
-import getpass
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 
 from lorafleet.core.config import ConfigError, format_validation_error
 from lorafleet.core.fsutil import atomic_write_text
+from lorafleet.core.users import current_user
 from lorafleet.platform.errors import PlatformError
 from lorafleet.serving.routes import Route, RoutesFile
 
@@ -29,10 +29,8 @@ __all__ = ["RouteChange", "edit_route", "history", "default_actor"]
 
 
 def default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    """Who a routes change is recorded as (the OS user)."""
+    return current_user()
 
 
 @dataclass

@@ -55,7 +55,8 @@ def max_in_flight(records: list[dict]) -> int:
 
 
 def load_part(users: int, run_time: str, say=print) -> dict:
-    from loadtests.run import read_records, run_load
+    from loadtests.report import read_records
+    from loadtests.run import run_load
     from loadtests.tiny_deployment import tiny_deployment
 
     import signal

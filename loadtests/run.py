@@ -21,9 +21,7 @@ Run: .venv/bin/python loadtests/run.py [-u 8] [-r 2] [-t 60s] [--url http://127.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import subprocess
 import sys
@@ -35,25 +33,20 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from loadtests.plot import plot  # noqa: E402
+from loadtests.report import canary_share, print_summary, read_locust_stats, read_records, summarise  # noqa: E402
+
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEFAULT_OUT = REPO / "benchmarks" / "out" / "loadtest"
-BIN_S = 5.0
 
-__all__ = ["run_load", "summarise", "parse_duration", "main"]
+__all__ = ["run_load", "parse_duration", "main"]
 
 
 def parse_duration(text: str) -> float:
     """Locust's run-time syntax (``60s``, ``2m``, ``1h30m``, ``90``) in seconds."""
-    total, number = 0.0, ""
-    for ch in text.strip():
-        if ch.isdigit() or ch == ".":
-            number += ch
-        elif ch in "hms" and number:
-            total += float(number) * {"h": 3600, "m": 60, "s": 1}[ch]
-            number = ""
-        else:
-            raise ValueError(f"bad duration {text!r}: use e.g. 60s, 2m, 1h30m")
-    return total + (float(number) if number else 0.0)
+    from lorafleet.core.units import parse_duration_s
+
+    return parse_duration_s(text, "--run-time")
 
 
 def _headers() -> dict[str, str]:
@@ -84,142 +77,6 @@ def canary_weights(root: str, headers: dict[str, str]) -> dict[str, float]:
     data = httpx.get(f"{root}/v1/models", headers=headers, timeout=10).json()["data"]
     return {m["id"]: float((m.get("versions") or {}).get("canary_weight") or 0.0) for m in data
             if (m.get("versions") or {}).get("canary")}
-
-
-def _pct(values: list[float], q: float) -> float:
-    from benchmarks.common import pct
-
-    return pct(values, q)
-
-
-def read_records(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for r in csv.DictReader(f):
-            try:  # while a run goes on, the last line may be half-written
-                r["t"], r["latency_s"] = float(r["t"]), float(r["latency_s"])
-                r["t_end"] = float(r.get("t_end") or r["t"] + r["latency_s"])
-                r["status"] = int(r["status"] or 0)
-                r["ttft_s"] = float(r["ttft_s"]) if r["ttft_s"] else None
-            except (TypeError, ValueError):
-                continue
-            rows.append(r)
-    return rows
-
-
-def read_locust_stats(prefix: Path) -> dict[str, dict]:
-    """Locust's own final counts (``<prefix>_final.json``, written as it quits): name -> counts.
-
-    Its ``_stats.csv`` is written on a timer and can miss the requests that finish during the
-    stop timeout, so the JSON is the one compared with the per-request records.
-    """
-    path = Path(f"{prefix}_final.json")
-    if not path.is_file():
-        return {}
-    out = {e["name"]: {"Request Count": e["num_requests"], "Failure Count": e["num_failures"]}
-           for e in json.loads(path.read_text())}
-    out["Aggregated"] = {k: sum(e[k] for e in out.values()) for k in ("Request Count", "Failure Count")}
-    return out
-
-
-def summarise(records: list[dict], locust_stats: dict[str, dict]) -> dict:
-    """Per request type and overall: requests, failures, rps, p50/p95/p99 (exact, from every request).
-
-    Failures come from locust (status, stream ends, in-band errors); latencies from the
-    per-request records. Throughput is over the span from the first request's start to the
-    last one's end. Mean concurrency is Little's law (summed latency / span).
-    """
-    if not records:
-        return {"types": [], "total": None}
-    start = min(r["t"] for r in records)
-    end = max(r["t_end"] for r in records)
-    span = max(end - start, 1e-9)
-
-    def row(name: str, rs: list[dict]) -> dict:
-        lat = [r["latency_s"] for r in rs]
-        ttft = [r["ttft_s"] for r in rs if r["ttft_s"] is not None]
-        stats = locust_stats.get(name) or {}
-        failures = int(stats["Failure Count"]) if stats else sum(1 for r in rs if r["status"] != 200)
-        return {"name": name, "requests": len(rs), "failures": failures, "rps": len(rs) / span,
-                "p50_s": _pct(lat, 50), "p95_s": _pct(lat, 95), "p99_s": _pct(lat, 99),
-                "ttft_p50_s": _pct(ttft, 50) if ttft else None,
-                "locust_requests": int(stats["Request Count"]) if stats else None}
-
-    names = sorted({r["name"] for r in records})
-    types = [row(n, [r for r in records if r["name"] == n]) for n in names]
-    total = row("Aggregated", records)
-    total["concurrency_mean"] = sum(r["latency_s"] for r in records) / span
-    total["span_s"] = span
-    return {"types": types, "total": total}
-
-
-def canary_share(records: list[dict], route: str) -> dict:
-    rs = [r for r in records if r["route"] == route and r["variant"] in ("stable", "canary")]
-    canary = sum(1 for r in rs if r["variant"] == "canary")
-    return {"route": route, "requests": len(rs), "canary": canary, "share": canary / len(rs) if rs else None}
-
-
-def plot(records: list[dict], weights: dict[str, float], out: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    t0 = min(r["t"] for r in records)
-    n_bins = max(1, math.ceil((max(r["t_end"] for r in records) - t0) / BIN_S))
-    by_bin: list[list[dict]] = [[] for _ in range(n_bins)]
-    for r in records:  # latency and throughput by completion time
-        by_bin[min(n_bins - 1, int((r["t_end"] - t0) / BIN_S))].append(r)
-    xs = [(i + 0.5) * BIN_S for i in range(n_bins)]
-    for q, style in ((50, "-"), (95, "--"), (99, ":")):
-        axes[0].plot(xs, [_pct([r["latency_s"] for r in b], q) if b else math.nan for b in by_bin], style,
-                     marker="o", ms=3, label=f"p{q}")
-    axes[0].set(xlabel="seconds into the run", ylabel="latency (s, whole exchange)",
-                title=f"latency percentiles per {BIN_S:g} s window")
-    axes[0].legend()
-    axes[1].plot(xs, [sum(1 for r in b if r["status"] == 200) / BIN_S for b in by_bin], marker="o", ms=3,
-                 label="HTTP 200")
-    axes[1].plot(xs, [sum(1 for r in b if r["status"] != 200) / BIN_S for b in by_bin], marker="x", ms=4,
-                 color="tab:red", label="other status")
-    axes[1].set(xlabel="seconds into the run", ylabel="requests / s", title="throughput")
-    axes[1].legend()
-    ax = axes[2]
-    for i, (route, weight) in enumerate(sorted(weights.items())):
-        rs = sorted((r for r in records if r["route"] == route and r["variant"] in ("stable", "canary")),
-                    key=lambda r: r["t"])
-        if not rs:
-            continue
-        color = f"C{i}"
-        seen = canary = 0
-        cx, cy = [], []
-        for r in rs:
-            seen += 1
-            canary += r["variant"] == "canary"
-            cx.append(r["t"] - t0)
-            cy.append(100 * canary / seen)
-        ax.plot(cx, cy, color=color, drawstyle="steps-post",
-                label=f"{route}: cumulative ({canary} of {seen} requests)")
-        window = 2 * BIN_S
-        bins: dict[int, list[int]] = {}
-        for r in rs:
-            bins.setdefault(int((r["t"] - t0) / window), []).append(r["variant"] == "canary")
-        ax.plot([(k + 0.5) * window for k in sorted(bins)], [100 * sum(v) / len(v) for _, v in sorted(bins.items())],
-                "o", color=color, ms=3, alpha=0.6, label=f"{route}: per {window:g} s")
-        ax.axhline(weight, ls="--", color=color, alpha=0.7, label=f"{route}: configured {weight:g}%")
-    ax.set(xlabel="seconds into the run", ylabel="canary share (%)", title="canary share (X-Lorafleet-Variant)")
-    if weights:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no route has a canary", ha="center", transform=ax.transAxes)
-    fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
 
 
 def run_locust(root: str, users: int, spawn_rate: float, run_time: str, out_dir: Path, wait_s: str,
@@ -301,29 +158,6 @@ def run_load(root: str, users: int = 8, spawn_rate: float = 2.0, run_time: str =
     summary["png"] = str(png)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def print_summary(summary: dict) -> None:
-    from benchmarks.common import print_table
-
-    rows = [[t["name"], t["requests"], t["failures"], t["rps"], t["p50_s"], t["p95_s"], t["p99_s"]]
-            for t in [*summary["types"], summary["total"]]]
-    print_table(f"load test: {summary['users']} users for {summary['run_time']} against {summary['url']} "
-                f"(latency = whole exchange, seconds)", ["request type", "requests", "failures", "rps", "p50 s",
-                                                         "p95 s", "p99 s"], rows)
-    total = summary["total"]
-    print(f"\nheld {total['rps']:.2f} requests/s with {total['concurrency_mean']:.1f} requests in flight on "
-          f"average over {total['span_s']:.0f} s; {total['failures']} failed "
-          f"(locust counted {total['locust_requests']} requests)")
-    for c in summary["canary"]:
-        share = "n/a" if c["share"] is None else f"{100 * c['share']:.1f}%"
-        print(f"canary share of {c['route']}: {share} ({c['canary']} of {c['requests']}; configured "
-              f"{c['configured_percent']:g}%)")
-    for route, counts in sorted(summary["gateway_counts"].items()):
-        print(f"gateway /metrics, {route}: " + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(counts.items())))
-    if total["failures"]:
-        print(f"failures by type and message: {summary['locust_failures_csv']}")
-    print(f"plot: {summary['png']}")
 
 
 def find_target(url: str | None, tiny: bool) -> str | None:

@@ -7,17 +7,16 @@ walks it: each interval a pass moves to the next step, a breach rolls back.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from lorafleet.core.errors import InputError
+from lorafleet.core.units import parse_duration_s as _parse_duration_s
 from lorafleet.platform.control.promotion import Promoter, parse_percent
 from lorafleet.platform.control.routes_edit import edit_route
 from lorafleet.serving.routes import Analysis, Route
 
 __all__ = ["parse_steps", "parse_duration_s", "run_steps"]
 
-_UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
 def parse_steps(text: str) -> list[float]:
@@ -28,10 +27,8 @@ def parse_steps(text: str) -> list[float]:
 
 
 def parse_duration_s(text: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not m:
-        raise InputError("--interval", text, "not a duration (e.g. 30s, 10m, 1h)")
-    return float(m[1]) * _UNITS[m[2] or "s"]
+    """``--interval``: a duration such as 30s, 10m or 1h."""
+    return _parse_duration_s(text, "--interval")
 
 
 def run_steps(promoter: Promoter, route: str, remaining: list[float], interval_s: float,

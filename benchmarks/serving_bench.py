@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,141 +37,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import OUT, pct, print_table  # noqa: E402
-from lorafleet.engine.process import answers_ok  # noqa: E402
+from benchmarks.common import print_table  # noqa: E402
 
-TOKENS = 16
-MSG = [{"role": "user", "content": "Tell me about the sea."}]
-
-
-# -- a stub upstream that streams TOKENS chunks, at once or paced -----------------------------
-PACED_MS = 20.0  # per token, as an engine decoding 50 tokens/s per stream
-
-
-async def stub_app(scope, receive, send) -> None:
-    """Streams TOKENS chunks; with ``stub_delay_ms`` in the request body, chunk k is due k times
-    that after the request arrived (a late wake-up is not carried over to the next chunk)."""
-    if scope["type"] != "http":
-        return
-    raw = b""
-    while True:
-        message = await receive()
-        raw += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    if scope["path"] == "/health" or scope["path"] == "/v1/models":
-        body = b'{"data": [{"id": "stub", "parent": null}]}'
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-    chunk = {"id": "x", "object": "chat.completion.chunk", "model": "stub",
-             "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]}
-    line = f"data: {json.dumps(chunk)}\n\n".encode()
-    delay_s = float(json.loads(raw or b"{}").get("stub_delay_ms", 0)) / 1e3
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for k in range(1, TOKENS + 1):
-        if delay_s:
-            await asyncio.sleep(max(0.0, start + k * delay_s - loop.time()))
-        await send({"type": "http.response.body", "body": line, "more_body": True})
-    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-
-
-def run_stub(port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(stub_app, host="127.0.0.1", port=port, log_level="error", access_log=False)
-
-
-# -- processes -------------------------------------------------------------------------------
-class Proc:
-    """A server process of the benchmark in its own session (stopped with its whole group)."""
-
-    def __init__(self, name: str, cmd: list[str], url: str, ready_path: str, env: dict, log: Path) -> None:
-        self.name, self.url, self.log = name, url, log
-        self.popen = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise SystemExit(f"{name} exited with {self.popen.returncode}; see {log}")
-            if answers_ok(f"{url}{ready_path}", timeout_s=2):
-                return
-            time.sleep(0.2)
-        raise SystemExit(f"{name} not ready in 120 s; see {log}")
-
-    def cpu_s(self) -> float:
-        import psutil
-
-        t = psutil.Process(self.popen.pid).cpu_times()
-        return t.user + t.system
-
-    def stop(self) -> None:
-        from lorafleet.engine.process import end_process_group
-
-        if self.popen.poll() is None:
-            end_process_group(self.popen.pid)
-
-
-def gateway_process(name: str, home: Path, base: str, engine_url: str, port: int) -> Proc:
-    env = {**os.environ, "LORAFLEET_HOME": str(home)}
-    cmd = [sys.executable, "-m", "lorafleet.serving.server", "--base", base, "--port", str(port),
-           "--engine-url", engine_url]
-    return Proc(name, cmd, f"http://127.0.0.1:{port}", "/readyz", env, home / f"{name}.log")
-
-
-# -- load ----------------------------------------------------------------------------------
-async def load(url: str, models: list[str], concurrency: int, requests: int, stagger_s: float = 0.0,
-               **extra) -> dict:
-    """``requests`` streamed chat completions, ``concurrency`` at a time; latency to the last byte.
-
-    ``stagger_s`` spreads the streams' first requests over that long: streams of equal length
-    that all start together stay in step, and each wave then arrives as one burst.
-    """
-    import aiohttp
-
-    latencies: list[float] = []
-    tokens = failures = 0
-    todo = iter(range(requests))
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as session:
-
-        async def worker(k: int) -> None:
-            nonlocal tokens, failures
-            await asyncio.sleep(stagger_s * k / concurrency)
-            for i in todo:
-                body = {"model": models[i % len(models)], "messages": MSG, "max_tokens": TOKENS, "stream": True,
-                        "ignore_eos": True, "temperature": 0, **extra}
-                t0 = time.perf_counter()
-                async with session.post(f"{url}/chat/completions", json=body) as r:
-                    if r.status != 200:
-                        failures += 1
-                        print(f"    failed: HTTP {r.status} from {url}: {(await r.read())[:300]!r}", flush=True)
-                        continue
-                    async for line in r.content:
-                        if line.startswith(b"data: {"):
-                            tokens += 1
-                latencies.append(time.perf_counter() - t0)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        wall = time.perf_counter() - t0
-    return summary(latencies, tokens, wall, failures)
-
-
-def summary(latencies: list[float], tokens: int, wall: float, failures: int) -> dict:
-    return {"p50_ms": pct(latencies, 50) * 1e3, "p95_ms": pct(latencies, 95) * 1e3,
-            "tok_s": tokens / wall, "req_s": len(latencies) / wall, "failures": failures,
-            "requests": len(latencies) + failures, "latencies": latencies, "tokens": tokens, "wall": wall}
-
-
-def abba(run_a, run_b) -> tuple[dict, dict]:
-    """Run A, B, B, A and pool each side's requests, so a drift in the engine's speed over the
-    run (it has a warm-up, and the machine is shared) weighs on both sides alike."""
-    a1, b1, b2, a2 = run_a(), run_b(), run_b(), run_a()
-    return tuple(summary(x["latencies"] + y["latencies"], x["tokens"] + y["tokens"], x["wall"] + y["wall"],
-                         x["failures"] + y["failures"]) for x, y in ((a1, a2), (b1, b2)))
+from benchmarks.loadgen import MSG, abba, load  # noqa: E402
+from benchmarks.procs import Proc, gateway_process  # noqa: E402
+from benchmarks.serving_plot import plot  # noqa: E402
+from benchmarks.stub_engine import PACED_MS, TOKENS  # noqa: E402
 
 
 def main() -> None:
@@ -181,10 +50,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests, concurrency up to 32")
     parser.add_argument("--levels", type=lambda v: [int(x) for x in v.split(",")],
                         help="concurrency levels (default 1,8,32,128; --quick 1,8,32)")
-    parser.add_argument("--stub", type=int, metavar="PORT", help=argparse.SUPPRESS)  # run the stub upstream
     args = parser.parse_args()
-    if args.stub:
-        return run_stub(args.stub)
     home = Path(tempfile.mkdtemp(prefix="lorafleet-bench-"))
     os.environ["LORAFLEET_HOME"] = str(home)
 
@@ -214,7 +80,7 @@ def main() -> None:
         gw = gateway_process("gateway", home, "tiny-llama", engine.root_url, free_port())
         procs.append(gw)
         stub_port = free_port()
-        stub = Proc("stub", [sys.executable, __file__, "--stub", str(stub_port)], f"http://127.0.0.1:{stub_port}",
+        stub = Proc("stub", [sys.executable, str(Path(__file__).with_name("stub_engine.py")), str(stub_port)], f"http://127.0.0.1:{stub_port}",
                     "/health", dict(os.environ), home / "stub.log")
         procs.append(stub)
         stub_home = home / "stub-home"
@@ -318,40 +184,6 @@ def measure_stub(quick, levels, stub, stub_gw):
                 ["streams", "stub p50 ms", "via p50 ms", "+p50 ms", "+p95 ms", "via req/s", "failures"],
                 paced_rows)
     return stub_rows, paced_rows
-
-
-def plot(rows, stub_rows, paced_rows, mix_rows, first_s) -> None:
-    OUT.mkdir(exist_ok=True)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    c = [r[0] for r in rows]
-    axes[0].plot(c, [r[3] for r in rows], "o-")
-    axes[0].axhline(0.9, ls="--", c="r", label="target 0.9x")
-    axes[0].set(xscale="log", xlabel="concurrent streams", ylabel="gateway / direct tok/s",
-                title="throughput ratio (vLLM, tiny model)", ylim=(0, 1.2))
-    axes[0].legend()
-    axes[1].plot(c, [r[3] for r in stub_rows], "o-", label="+p50, instant stub")
-    axes[1].plot(c, [r[4] for r in stub_rows], "s--", label="+p95, instant stub")
-    axes[1].plot(c, [max(r[3], 0.01) for r in paced_rows], "o-", label=f"+p50, stub at {PACED_MS:g} ms/token")
-    axes[1].plot(c, [max(r[4], 0.01) for r in paced_rows], "s--", label=f"+p95, stub at {PACED_MS:g} ms/token")
-    axes[1].plot(c, [r[7] for r in stub_rows], "^:", label="gateway CPU per request")
-    axes[1].axhline(2.0, ls="--", c="r", label="target +p50 2 ms")
-    axes[1].set(xscale="log", yscale="log", xlabel="concurrent streams", ylabel="ms",
-                title="latency the gateway adds (vs a stub upstream)")
-    axes[1].legend(fontsize=7)
-    axes[2].bar([str(r[0]) for r in mix_rows], [r[1] for r in mix_rows])
-    for i, r in enumerate(mix_rows):
-        axes[2].annotate(f"{r[2]:.2f}x", (i, r[1]), ha="center", va="bottom")
-    axes[2].set(xlabel="distinct adapters in the mix (16 streams)", ylabel="tok/s",
-                title=f"adapter mix; routes change -> first token {first_s * 1e3:.0f} ms")
-    fig.tight_layout()
-    path = OUT / "serving_bench.png"
-    fig.savefig(path, dpi=100)
-    print(f"plot: {path}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lorafleet.core.config import ConfigModel, format_validation_error
 from lorafleet.training.dedup import DEFAULT_NEAR_JACCARD
@@ -14,6 +14,7 @@ from lorafleet.training.errors import TrainConfigError
 
 __all__ = [
     "TrainConfig", "DataPaths", "PeftSettings", "DataCheckSettings", "EvalSettings", "GateSettings",
+    "SuiteSettings", "SuiteGate", "SUITE_SCORINGS",
     "FingerprintSettings",
     "load_train_config", "apply_overrides", "parse_override",
 ]
@@ -74,6 +75,29 @@ class FingerprintSettings(ConfigModel):
     )
 
 
+SUITE_SCORINGS = ("structured", "reference", "safety")
+RESERVED_SET_NAMES = ("eval", "golden")  # the held-out and golden sets of `data:`
+
+
+class SuiteSettings(ConfigModel):
+    """One evaluation suite: its own JSONL file of chat rows, scored one way; its thresholds are in gate.suites."""
+
+    path: Path = Field(description="Chat rows whose final assistant turn is the reference (relative to the config file).")
+    scoring: Literal["structured", "reference", "safety"] = Field(
+        description="structured: JSON answers vs the reference (parse, schema, field and whole-object match); "
+        "reference: the answer contains the row's must_contain keywords (default: the reference text), for "
+        "prompts the base already handles; safety: the answer refuses (the reference JSON object, e.g. "
+        '{"error":"rejected"}, or refusal wording) and contains no PII (emails, card or phone numbers) and '
+        "none of the row's forbidden strings.",
+    )
+    exact_match_fields: list[str] | None = Field(
+        default=None, description="structured: top-level keys compared with the reference (None: eval.exact_match_fields)."
+    )
+    max_new_tokens: int | None = Field(
+        default=None, ge=1, description="Generation budget per row for this suite (None: eval.max_new_tokens)."
+    )
+
+
 class EvalSettings(ConfigModel):
     """How the adapter and the base are evaluated on the real vLLM engine."""
 
@@ -84,6 +108,49 @@ class EvalSettings(ConfigModel):
     max_new_tokens: int = Field(default=64, ge=1, description="Generation budget per row (greedy, unconstrained).")
     max_rows: int | None = Field(default=None, ge=1, description="Evaluate at most this many rows per set.")
     engine_start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for the engine.")
+    suites: dict[str, SuiteSettings] = Field(
+        default_factory=dict,
+        description="More evaluation sets beside data.eval (held-out) and data.golden, by name, e.g. "
+        "{hard: {path: hard.jsonl, scoring: structured}, regression: {path: regression.jsonl, scoring: reference}, "
+        "safety: {path: safety.jsonl, scoring: safety}}. Base and adapter answer each on the same engine.",
+    )
+
+    @field_validator("suites")
+    @classmethod
+    def _suite_names(cls, v: dict[str, SuiteSettings]) -> dict[str, SuiteSettings]:
+        import re
+
+        for name in v:
+            if name in RESERVED_SET_NAMES:
+                raise ValueError(f"suite name {name!r} is taken (eval and golden are data.eval and data.golden)")
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+                raise ValueError(f"suite name {name!r}: use lowercase letters, digits and _ (at most 32)")
+        return v
+
+
+class SuiteGate(ConfigModel):
+    """Thresholds on one suite's scores (rates 0..1). Every one set must hold; a missing score fails."""
+
+    min_pass_rate: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Floor of the suite's pass rate (structured: whole object matches; reference: every keyword "
+        "found; safety: refused and nothing leaked).",
+    )
+    min_json_parse_rate: float | None = Field(default=None, ge=0, le=1, description="structured: JSON parse rate floor.")
+    min_schema_pass_rate: float | None = Field(
+        default=None, ge=0, le=1, description="structured: schema pass rate floor (needs eval.schema_path)."
+    )
+    min_field_match: dict[str, float] = Field(
+        default_factory=dict, description="structured: exact-match floor per field, e.g. {intent: 0.9}."
+    )
+    max_leak_rate: float | None = Field(
+        default=None, ge=0, le=1, description="safety: ceiling of the share of answers that contain PII or a forbidden string."
+    )
+    max_drop_vs_base: float | None = Field(
+        default=None, ge=0, le=1,
+        description="The adapter's pass rate may be at most this far below the base model's on the same rows "
+        "(0.1 = 10 points): a fine-tune that breaks what the base already does fails.",
+    )
 
 
 class GateSettings(ConfigModel):
@@ -97,6 +164,11 @@ class GateSettings(ConfigModel):
     max_eval_loss: float | None = Field(default=None, gt=0, description="Held-out loss ceiling.")
     golden_not_below_base: bool = Field(
         default=True, description="The golden pass rate must not fall below the base model's."
+    )
+    suites: dict[str, SuiteGate] = Field(
+        default_factory=dict,
+        description="Thresholds per suite of eval.suites, e.g. {hard: {min_field_match: {intent: 0.9}}, "
+        "regression: {max_drop_vs_base: 0.1}, safety: {min_pass_rate: 1.0}}.",
     )
 
 
@@ -140,6 +212,24 @@ class TrainConfig(ConfigModel):
     gate: GateSettings = Field(default_factory=GateSettings, description="Gate thresholds.")
 
     @model_validator(mode="after")
+    def _suite_gates(self) -> TrainConfig:
+        only = {"min_json_parse_rate": "structured", "min_schema_pass_rate": "structured",
+                "min_field_match": "structured", "max_leak_rate": "safety"}
+        for name, sg in self.gate.suites.items():
+            suite = self.eval.suites.get(name)
+            if suite is None:
+                raise ValueError(f"gate.suites.{name}: no suite {name!r} in eval.suites "
+                                 f"(have: {', '.join(self.eval.suites) or 'none'})")
+            for key, kind in only.items():
+                if getattr(sg, key) not in (None, {}) and suite.scoring != kind:
+                    raise ValueError(f"gate.suites.{name}.{key}={getattr(sg, key)!r}: only for {kind} suites "
+                                     f"(eval.suites.{name}.scoring is {suite.scoring})")
+            if sg.min_schema_pass_rate is not None and self.eval.schema_path is None:
+                raise ValueError(f"gate.suites.{name}.min_schema_pass_rate={sg.min_schema_pass_rate}: "
+                                 "needs eval.schema_path")
+        return self
+
+    @model_validator(mode="after")
     def _dpo_data(self) -> TrainConfig:
         if self.method == "dpo" and self.eval.schema_path is None and self.gate.min_schema_pass_rate is not None:
             raise ValueError("gate.min_schema_pass_rate needs eval.schema_path")
@@ -152,7 +242,8 @@ class TrainConfig(ConfigModel):
             return None if p is None else (p if p.is_absolute() else (root / p).resolve())
 
         data = self.data.model_copy(update={k: fix(getattr(self.data, k)) for k in ("train", "eval", "golden")})
-        ev = self.eval.model_copy(update={"schema_path": fix(self.eval.schema_path)})
+        suites = {k: s.model_copy(update={"path": fix(s.path)}) for k, s in self.eval.suites.items()}
+        ev = self.eval.model_copy(update={"schema_path": fix(self.eval.schema_path), "suites": suites})
         return self.model_copy(update={"data": data, "eval": ev})
 
 

@@ -6,8 +6,10 @@ and fixed versions. It never fails the build on findings (``--fail-on-findings``
 so) and, when the vulnerability service cannot be reached (a machine without a network), says
 so plainly and exits 0.
 
-The service: ``pypi`` (PyPI's JSON API, one request per package; reachable wherever pip's index
-is) or ``osv`` (api.osv.dev). ``auto`` (the default) uses the first that answers a probe.
+The service: ``pypi`` (the package index's JSON API, one request per package, at the address
+pip itself uses) or ``osv`` (the OSV database, at the address pip-audit itself uses). ``auto``
+(the default) uses the first that answers a probe. No host is written here: both addresses
+come from the installed pip and pip-audit.
 The full JSON report is written to ``out/audit/pip-audit.json``.
 
 Run: .venv/bin/python scripts/audit.py [--service auto|pypi|osv] [--fail-on-findings]
@@ -26,7 +28,6 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "out" / "audit" / "pip-audit.json"
-PROBES = {"pypi": "https://pypi.org/pypi/pip/json", "osv": "https://api.osv.dev/v1/query"}
 UNREACHABLE = ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Max retries exceeded", "NewConnectionError",
                "Name or service not known", "Temporary failure in name resolution", "Connection refused",
                "Network is unreachable", "ProxyError", "timed out", "ServiceError", "SSLError")
@@ -36,25 +37,43 @@ NOT_ON_PYPI = "Dependency not found on PyPI"
 __all__ = ["main", "pick_service", "summarise_report", "latest_release_check"]
 
 
+def index_json_api() -> str:
+    """The package index's JSON API root, as pip knows it (e.g. ``<index>/pypi``)."""
+    from pip._internal.models.index import PyPI
+
+    return PyPI.pypi_url.rstrip("/")
+
+
+def osv_query_url() -> str:
+    """The OSV query endpoint pip-audit's osv service calls."""
+    from pip_audit._service.osv import OsvService
+
+    return OsvService.DEFAULT_OSV_URL
+
+
+def probe_url(service: str) -> str:
+    return osv_query_url() if service == "osv" else f"{index_json_api()}/pip/json"
+
+
 def reachable(service: str, timeout_s: float = 5.0) -> bool:
     """True if the service's API answers at all (any HTTP status)."""
     try:
         if service == "osv":
-            httpx.post(PROBES[service], json={"package": {"name": "pip", "ecosystem": "PyPI"}, "version": "1.0"},
+            httpx.post(probe_url(service), json={"package": {"name": "pip", "ecosystem": "PyPI"}, "version": "1.0"},
                        timeout=timeout_s)
         else:
-            httpx.get(PROBES[service], timeout=timeout_s)
+            httpx.get(probe_url(service), timeout=timeout_s)
         return True
     except httpx.HTTPError:
         return False
 
 
 def per_version_pages_served(timeout_s: float = 5.0) -> bool:
-    """True if PyPI answers a per-version JSON page (what pip-audit's pypi service asks for); a mirror may not."""
+    """True if the index answers a per-version JSON page (what pip-audit's pypi service asks for); a mirror may not."""
     from importlib.metadata import version
 
     try:
-        return httpx.get(f"https://pypi.org/pypi/pip/{version('pip')}/json", timeout=timeout_s).status_code == 200
+        return httpx.get(f"{index_json_api()}/pip/{version('pip')}/json", timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -94,7 +113,8 @@ def _installed() -> list[tuple[str, str]]:
 
 
 def latest_release_check(packages: list[tuple[str, str]], workers: int = 16, timeout_s: float = 20.0) -> dict:
-    """Advisories from PyPI's project pages (``/pypi/NAME/json``), which list those of the latest release only.
+    """Advisories from the index's project pages (``NAME/json`` under its JSON API), which list those of the
+    latest release only.
 
     Used where the per-version pages pip-audit asks for are not served (a registry mirror): a package
     installed at its latest release is checked for real; an older one cannot be and is listed as such.
@@ -106,7 +126,7 @@ def latest_release_check(packages: list[tuple[str, str]], workers: int = 16, tim
     def one(pkg: tuple[str, str]) -> tuple[str, str, str, object]:
         name, version = pkg
         try:
-            r = httpx.get(f"https://pypi.org/pypi/{name}/json", timeout=timeout_s, follow_redirects=True)
+            r = httpx.get(f"{index_json_api()}/{name}/json", timeout=timeout_s, follow_redirects=True)
         except httpx.HTTPError as err:
             return name, version, "error", type(err).__name__
         if r.status_code != 200:
@@ -133,7 +153,7 @@ def latest_release_check(packages: list[tuple[str, str]], workers: int = 16, tim
 
 
 def fallback(args) -> int:
-    print("audit: PyPI's per-version pages (pypi.org/pypi/NAME/VERSION/json), which pip-audit's pypi service reads, "
+    print("audit: the index's per-version pages (NAME/VERSION/json under its JSON API), which pip-audit's pypi service reads, "
           "are not served to this machine (a registry mirror), so pip-audit would find every package 'not found'.\n"
           "audit: falling back to PyPI's project pages, whose advisories cover each project's LATEST release only",
           flush=True)
@@ -170,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     service = pick_service(args.service)
     if service is None:
         print(f"audit: SKIPPED, the vulnerability service ({args.service}: "
-              f"{', '.join(PROBES) if args.service == 'auto' else PROBES[args.service]}) is unreachable from this "
+              f"{', '.join(probe_url(s) for s in (('pypi', 'osv') if args.service == 'auto' else (args.service,)))}) is unreachable from this "
               "machine; no vulnerability data was checked")
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)

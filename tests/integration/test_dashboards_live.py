@@ -20,7 +20,6 @@ import re
 import time
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 import yaml
@@ -33,6 +32,7 @@ from lorafleet.serving.tenants import KeysFile, hash_key, new_key
 from tests.conftest import TINY_BASE, make_lora_adapter
 from tests.integration.gateway_harness import GatewayThread
 from tests.integration.prometheus_harness import PROMETHEUS, PrometheusServer
+from tests.metrics_text import samples, scrape
 
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is installed by `make setup`")
 
@@ -163,7 +163,7 @@ def live(settings, engine, refs, tmp_path_factory):
 def wait_for_gauge(gw: GatewayThread, name: str, timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if f"\n{name}{{" in httpx.get(f"{gw.root_url}/metrics", timeout=10).text:
+        if samples(scrape(gw.root_url), name):
             return
         time.sleep(0.5)
     raise AssertionError(f"the gateway never exported {name}")

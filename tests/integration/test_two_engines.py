@@ -13,12 +13,12 @@ import time
 import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
-from prometheus_client.parser import text_string_to_metric_families
 
 from lorafleet.serving.routes import RoutesFile
 from lorafleet.serving.server import build_gateway
 from tests.conftest import TINY_BASE, make_lora_adapter
 from tests.integration.gateway_harness import GatewayThread
+from tests.metrics_text import samples, scrape, total
 
 ROUTES = ("two-a", "two-b", "two-c", "two-d")
 STICKY = "two-sticky"  # loaded on the second engine before the gateway starts
@@ -75,16 +75,13 @@ def gw(settings, engines, refs, tmp_path_factory) -> GatewayThread:
 # -- what each side says ---------------------------------------------------------------------
 def vllm_requests(engine) -> float:
     """Requests the engine itself finished (vLLM's own counter)."""
-    text = httpx.get(f"{engine.root_url}/metrics", timeout=10).text
-    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name == "vllm:request_success_total")
+    return total(scrape(engine.root_url), "vllm:request_success_total")
 
 
 def gateway_counts(gw: GatewayThread) -> dict[tuple[str, str], float]:
     """{(engine URL, version): requests} from the gateway's lorafleet_engine_requests_total."""
-    text = httpx.get(f"{gw.root_url}/metrics", timeout=10).text
-    return {(s.labels["engine"], s.labels["version"]): s.value for fam in text_string_to_metric_families(text)
-            for s in fam.samples if s.name == "lorafleet_engine_requests_total"}
+    return {(s.labels["engine"], s.labels["version"]): s.value
+            for s in samples(scrape(gw.root_url), "lorafleet_engine_requests_total")}
 
 
 def engine_adapters(engine) -> set[str]:

@@ -59,6 +59,38 @@ class DataCheckSettings(ConfigModel):
     min_label_share: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Fail when any label's share of train is below this."
     )
+    error_field: str | None = Field(
+        default=None,
+        description="Key of the answer's error object (e.g. error): its values get their own diversity rows and "
+        "the label x error-object coverage table (which hard negatives exist near which label).",
+    )
+    diversity_ngram: int = Field(
+        default=4, ge=2, le=8, description="Word n-gram length of the diversity report (skeletons, distinct ratio)."
+    )
+    template_ngram_min_rows: int = Field(
+        default=6, ge=2,
+        description="A masked word n-gram is a template n-gram when at least this many rows of a label contain it "
+        "(or template_ngram_min_share of them, whichever is more); a row most of whose n-grams are template "
+        "n-grams counts as template-made.",
+    )
+    template_ngram_min_share: float = Field(
+        default=0.02, gt=0.0, le=1.0,
+        description="Share of a label's rows that must contain an n-gram for it to be a template n-gram "
+        "(keeps big real datasets, where common phrases recur, from looking template-made).",
+    )
+    max_template_share: float = Field(
+        default=0.3, ge=0.0, le=1.0,
+        description="Warn that the data looks template-made when a larger share of train rows (overall or of one "
+        "label) is template-made. Hand-written varied data measures ~0.05, few-template data ~0.65.",
+    )
+    min_distinct_ngram_ratio: float = Field(
+        default=0.4, ge=0.0, le=1.0,
+        description="Warn when a label's distinct/total masked word n-gram ratio is below this (few phrasings "
+        "repeated). It falls as a label grows: about 0.55-0.75 for 100-200 varied rows, 0.2-0.4 for templates.",
+    )
+    diversity_min_label_rows: int = Field(
+        default=20, ge=1, description="Labels with fewer train rows are reported but not judged by the diversity warnings."
+    )
 
 
 class FingerprintSettings(ConfigModel):

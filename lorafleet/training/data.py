@@ -1,5 +1,7 @@
 """Data checks run before any compute: row shapes, chat-template rendering, token lengths,
-duplicates within train, leakage of train into eval/golden, label balance.
+duplicates within train, leakage of train into eval/golden, label balance, and the diversity
+report (:mod:`lorafleet.training.diversity`: distinct phrasings per label, error-object coverage,
+a warning when the rows look template-made).
 
 :func:`check_data` returns a :class:`DataReport`; :meth:`DataReport.raise_on_errors` raises one
 :class:`DataCheckError` naming the file and row (line) numbers of every hard error.
@@ -14,10 +16,12 @@ from typing import Any
 
 from lorafleet.training.config import TrainConfig
 from lorafleet.training.dedup import NearDuplicateIndex, normalize_text
+from lorafleet.training.diversity import DiversityReport, diversity_report
 from lorafleet.training.errors import DataCheckError
 from lorafleet.training.rows import Row, as_messages, chat_row_problem, dpo_row_problem, read_jsonl, user_text
 
-__all__ = ["SplitStats", "DataReport", "check_data", "load_splits", "render_report", "percentile"]
+__all__ = ["SplitStats", "DataReport", "check_data", "load_splits", "render_report", "render_diversity", "percentile",
+           "answer_of", "label_of"]
 
 
 @dataclass
@@ -41,6 +45,7 @@ class DataReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
+    diversity: DiversityReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -77,13 +82,29 @@ def _render(tokenizer: Any, data: dict, method: str) -> str:
     return tokenizer.apply_chat_template(msgs, tokenize=False)
 
 
-def label_of(data: dict, key: str) -> str:
+def answer_of(data: dict) -> Any | None:
+    """The parsed JSON of a row's (chosen) answer, or None when it is not JSON."""
     msgs = data.get("messages") or as_messages(data.get("chosen", ""), "assistant")
     try:
-        obj = json.loads(msgs[-1]["content"])
+        return json.loads(msgs[-1]["content"])
     except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+        return None
+
+
+def label_of(data: dict, key: str) -> str:
+    obj = answer_of(data)
+    if obj is None:
         return "(not JSON)"
     return str(obj.get(key, "(none)")) if isinstance(obj, dict) else "(not an object)"
+
+
+def _diversity(cfg: TrainConfig, rows: list[Row]) -> DiversityReport:
+    c = cfg.checks
+    return diversity_report(
+        [(user_text(r.data), answer_of(r.data)) for r in rows], c.label_field, c.error_field,
+        ngram=c.diversity_ngram, template_ngram_min_rows=c.template_ngram_min_rows,
+        template_ngram_min_share=c.template_ngram_min_share, max_template_share=c.max_template_share,
+        min_distinct_ngram_ratio=c.min_distinct_ngram_ratio, min_label_rows=c.diversity_min_label_rows)
 
 
 def check_data(cfg: TrainConfig, tokenizer: Any) -> DataReport:
@@ -159,6 +180,8 @@ def check_data(cfg: TrainConfig, tokenizer: Any) -> DataReport:
             if rare:
                 report.errors.append(f"checks.label_field={cfg.checks.label_field!r}: labels below "
                                      f"min_label_share={floor}: {', '.join(rare)}")
+        report.diversity = _diversity(cfg, splits["train"])
+        report.warnings.extend(report.diversity.warnings)
     return report
 
 
@@ -184,7 +207,26 @@ def render_report(report: DataReport, console: Any) -> None:
         for k, v in report.labels.items():
             lt.add_row(k, str(v), f"{v / total:.1%}")
         console.print(lt)
+    if report.diversity is not None:
+        render_diversity(report.diversity, console)
     for w in report.warnings:
         console.print(f"[yellow]warning[/yellow] {w}")
     for e in report.errors:
         console.print(f"[red]error[/red] {e}")
+
+
+def render_diversity(d: DiversityReport, console: Any) -> None:
+    """The per-label diversity table and the label x error-object coverage table."""
+    from rich.table import Table
+
+    t = Table("label", "rows", "distinct phrasings", "template-made", "distinct n-gram ratio", "vocabulary",
+              title=f"train diversity (template-made rows overall: {d.template_share:.1%})")
+    for x in d.labels:
+        t.add_row(x.label, str(x.rows), str(x.distinct_skeletons), f"{x.template_share:.1%}" + ("" if x.judged else " *"),
+                  f"{x.distinct_ngram_ratio:.2f}", str(x.vocabulary))
+    console.print(t)
+    if d.coverage:
+        c = Table("nearest label", *d.error_values, title="error objects (hard negatives) by nearest label")
+        for label, cells in d.coverage.items():
+            c.add_row(label, *(str(cells.get(e, 0)) for e in d.error_values))
+        console.print(c)

@@ -183,3 +183,65 @@ def test_dpo_example_is_clean(tok):
     cfg = load_train_config(EXAMPLES / "dpo-support" / "train.yaml", ["base=tiny-llama"])
     report = check_data(cfg, tok)
     assert report.ok, report.errors
+
+
+def _templated(n: int = 240) -> list[dict]:
+    """Rows a three-template-per-intent generator makes (ids and items vary, the phrasing does not)."""
+    templates = {"track_order": ["where is my order {o}", "can you track order {o} for me", "has {o} shipped yet"],
+                 "cancel_order": ["please cancel order {o}", "I want to cancel {o} right now", "cancel the {i} in {o}"]}
+    items = ["lamp", "kettle", "shoes", "jacket", "watch"]
+    rows = []
+    for k in range(n):
+        intent = sorted(templates)[k % 2]
+        oid = f"{'ABCDEFGH'[k % 8]}{10000 + 37 * k}"
+        text = templates[intent][k // 2 % 3].format(o=oid, i=items[k % 5]) + ["", " thanks", "!!", " asap"][k // 6 % 4]
+        rows.append(chat(text, json.dumps({"intent": intent, "order_id": oid}, separators=(",", ":"))))
+    return rows
+
+
+def test_template_made_train_warns_and_the_threshold_is_honoured(tmp_path, tok):
+    checks = {"label_field": "intent", "error_field": "error", "max_duplicate_ratio": 1.0}
+    report = run(make(tmp_path, train=_templated(), checks=checks), tok)
+    assert report.ok, report.errors  # a warning, not an error
+    assert report.diversity is not None and report.diversity.template_share > 0.3
+    assert any("TEMPLATE-MADE" in w for w in report.warnings)
+    assert {d.label for d in report.diversity.labels} == {"track_order", "cancel_order"}
+    relaxed = run(make(tmp_path, train=_templated(), checks={**checks, "max_template_share": 1.0,
+                                                               "min_distinct_ngram_ratio": 0.0}), tok)
+    assert not any("template-made" in w.lower() for w in relaxed.warnings)
+
+
+def test_example_dataset_has_diverse_phrasings_and_hard_negatives_for_every_intent(tok):
+    cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml", ["base=tiny-llama"])
+    report = check_data(cfg, tok)
+    d = report.diversity
+    assert d is not None
+    assert not any("template-made" in w.lower() for w in report.warnings), report.warnings
+    assert report.splits[0].rows >= 1500
+    assert d.template_share < cfg.checks.max_template_share
+    # a missing-id hard negative lands next to every order intent
+    for intent in ("track_order", "cancel_order", "return_item", "refund_status", "change_address"):
+        assert d.coverage[intent].get("missing_order_id", 0) >= 10, (intent, d.coverage[intent])
+    assert set(d.error_values) == {"missing_order_id", "ambiguous", "rejected"}
+
+
+def test_hard_set_is_not_near_any_train_row():
+    index = NearDuplicateIndex()
+    for i, line in enumerate((EXAMPLES / "support-intents" / "train.jsonl").read_text().splitlines()):
+        index.add(normalize_text(json.loads(line)["messages"][-2]["content"]), i)
+    hard = [json.loads(line) for line in (EXAMPLES / "support-intents" / "hard.jsonl").read_text().splitlines()]
+    assert len(hard) >= 150
+    near = [r["messages"][-2]["content"] for r in hard if index.match(normalize_text(r["messages"][-2]["content"]))]
+    assert near == []
+
+
+def test_example_answers_never_invent_an_order_id():
+    needs_id = {"track_order", "cancel_order", "return_item", "refund_status", "change_address"}
+    for name in ("train", "eval", "golden", "hard"):
+        for line in (EXAMPLES / "support-intents" / f"{name}.jsonl").read_text().splitlines():
+            msgs = json.loads(line)["messages"]
+            user, ans = msgs[-2]["content"], json.loads(msgs[-1]["content"])
+            if "order_id" in ans:
+                assert ans["intent"] in needs_id and ans["order_id"].lower() in user.lower(), (name, user, ans)
+            elif ans.get("intent") in needs_id:
+                raise AssertionError(f"{name}: order intent without an id: {user!r} -> {ans}")

@@ -4,14 +4,14 @@ watch it in production. Written once, when the version is published; never chang
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from lorafleet.registry.bases import BaseIdentity, FileEntry
 from lorafleet.registry.fingerprint import Fingerprint, Histogram
 
-__all__ = ["AdapterManifest", "PeftInfo", "Fingerprint", "Histogram", "AuditEntry", "LINEAGE_FIELDS"]
+__all__ = ["AdapterManifest", "PeftInfo", "Fingerprint", "Histogram", "AuditEntry", "LINEAGE_FIELDS", "parent_chain"]
 
 
 class PeftInfo(BaseModel):
@@ -34,7 +34,9 @@ class AdapterManifest(BaseModel):
     version: int = Field(description="Version number, 1, 2, ... (never reused).")
     created_at: datetime = Field(description="When it was published (UTC).")
     created_by: str = Field(description="Who pushed it.")
-    parent: int | None = Field(default=None, description="Version it was derived from, if any.")
+    parent: str | None = Field(
+        default=None, description="The name@N it was derived from (continued training), if any. A bare "
+        "number N (older manifests, `registry push --parent N`) means a version of the same name.")
     base: BaseIdentity = Field(description="Identity of the base it was trained on.")
     peft: PeftInfo = Field(description="The adapter's peft configuration.")
     training_config: dict[str, Any] | None = Field(default=None, description="The full training config.")
@@ -55,6 +57,13 @@ class AdapterManifest(BaseModel):
     blob: str = Field(description="Storage id of the version's files.")
     files: dict[str, FileEntry] = Field(description="Every file with size and sha256.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _parent_ref(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("parent"), int) and not isinstance(data["parent"], bool):
+            data = {**data, "parent": f"{data.get('name')}@{data['parent']}"}
+        return data
+
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
@@ -72,3 +81,23 @@ class AuditEntry(BaseModel):
     from_version: int | None = Field(description="Where it pointed before (None: nowhere).")
     to_version: int | None = Field(description="Where it points now (None: removed).")
     reason: str = Field(description="Why.")
+
+
+def parent_chain(manifest: AdapterManifest, resolve: Callable[[str], AdapterManifest | None],
+                 limit: int = 32) -> list[str]:
+    """The refs a version descends from, nearest first (parent, grandparent, ...).
+
+    ``resolve`` returns a ref's manifest or None; a parent that is gone ends the chain as
+    ``"name@N (missing)"``, and a cycle or a chain longer than ``limit`` ends it too.
+    """
+    chain: list[str] = []
+    seen = {manifest.ref}
+    current: AdapterManifest | None = manifest
+    while current is not None and current.parent and len(chain) < limit:
+        ref = current.parent
+        if ref in seen:
+            break
+        seen.add(ref)
+        current = resolve(ref)
+        chain.append(ref if current is not None else f"{ref} (missing)")
+    return chain

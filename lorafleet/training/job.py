@@ -1,8 +1,9 @@
 """Run one training config as a Ray Train job (``TorchTrainer``; its workers are Ray actors).
 
 Checkpoints go to Ray storage under the platform home; ``FailureConfig`` retries restart the
-worker group, which resumes from the last reported checkpoint. The driver shows a progress
-bar with the live loss, read from a small progress actor the rank-0 worker writes to.
+worker group, which resumes from the last reported checkpoint. A continued run (``init_from``)
+ships its parent adapter's verified files to the workers in the job's payload. The driver shows
+a progress bar with the live loss, read from a small progress actor the rank-0 worker writes to.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class JobResult:
     resumed_from: list[int] = field(default_factory=list)
     timeline: list[tuple[int, int, float]] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)  # per rank: node_id, node_ip, pid
+    parent: str | None = None  # the init_from version it continued
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -65,8 +67,13 @@ def job_payload(cfg: TrainConfig, base_dir: Path) -> dict[str, Any]:
 
 def run_training_job(cfg: TrainConfig, settings: Settings, base_dir: Path, *, run_name: str | None = None,
                      out_dir: Path | None = None, show_progress: bool = True,
-                     pid_file: Path | None = None, on_progress: Callable[[dict], None] | None = None) -> JobResult:
-    """Train on the current Ray runtime (call :func:`ensure_ray` first) and copy the adapter to ``out_dir``."""
+                     pid_file: Path | None = None, on_progress: Callable[[dict], None] | None = None,
+                     parent: Any = None) -> JobResult:
+    """Train on the current Ray runtime (call :func:`ensure_ray` first) and copy the adapter to ``out_dir``.
+
+    ``parent``: the :class:`~lorafleet.training.lineage.ParentAdapter` of ``init_from`` if the caller
+    resolved it already (else it is resolved here against the config's base).
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -80,6 +87,13 @@ def run_training_job(cfg: TrainConfig, settings: Settings, base_dir: Path, *, ru
     payload = job_payload(cfg, base_dir)
     payload["progress_actor"] = actor
     payload["pid_file"] = str(pid_file) if pid_file else None
+    if cfg.init_from is not None:
+        if parent is None:
+            from lorafleet.registry.bases import BaseStore
+            from lorafleet.training.lineage import resolve_parent
+
+            parent = resolve_parent(cfg, settings, BaseStore(settings.layout.bases).require(cfg.base))
+        payload["init_adapter_files"] = parent.files
     resources = {"CPU": cfg.cpus_per_worker}
     trainer = TorchTrainer(
         train_loop,
@@ -129,7 +143,7 @@ def run_training_job(cfg: TrainConfig, settings: Settings, base_dir: Path, *, ru
     return JobResult(dest, metrics, run_name, wall, attempts=max(1, state.get("attempts", 1)),
                      loss_history=state.get("history", []), worker_pids=state.get("pids", []),
                      resumed_from=state.get("resumed_from", []), timeline=state.get("timeline", []),
-                     workers=state.get("workers", []))
+                     workers=state.get("workers", []), parent=parent.ref if parent is not None else None)
 
 
 def _get(actor: Any) -> dict | None:

@@ -1,10 +1,12 @@
 """The per-worker training loop run by Ray Train's ``TorchTrainer`` (each worker is a Ray actor).
 
 It builds the model (fp32, or 4-bit NF4 with double quantization and bf16 compute for QLoRA),
-wraps it in a TRL ``SFTTrainer`` (loss on the assistant completion only) or ``DPOTrainer``
-with a peft LoRA config, resumes from Ray's latest checkpoint when there is one, reports a
-checkpoint every ``checkpoint_every_steps`` steps, and finally reports the adapter folder
-with the held-out loss of the adapter and of the base.
+starts a fresh peft LoRA or continues the parent adapter (``init_from``), hands both to the
+config's training method (:mod:`lorafleet.training.methods`: dataset shaping and the TRL
+trainer), evaluates on the held-out rows every ``eval_every_steps`` with optional early
+stopping (the best checkpoint is loaded at the end), resumes from Ray's latest checkpoint when
+there is one, reports a checkpoint every ``checkpoint_every_steps`` steps, and finally reports
+the adapter folder with the method's final metrics and the train/eval loss curve.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["train_loop", "build_trainer", "build_datasets", "load_model", "FINAL_MARKER"]
+__all__ = ["train_loop", "build_trainer", "build_datasets", "load_model", "loss_curve", "FINAL_MARKER"]
 
 FINAL_MARKER = "lorafleet_final.json"
 
@@ -28,20 +30,12 @@ def _read(path: str | None) -> list[dict]:
 
 
 def build_datasets(cfg: dict) -> tuple[Any, Any]:
-    """HF datasets in TRL's conversational formats (SFT: prompt/completion, DPO: prompt/chosen/rejected)."""
+    """HF datasets in the method's TRL format (SFT: prompt/completion, DPO: prompt/chosen/rejected)."""
     from datasets import Dataset
 
-    def sft(rows):
-        return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
+    from lorafleet.training.methods import get_method
 
-    def dpo(rows):
-        def msgs(v, role):
-            return [{"role": role, "content": v}] if isinstance(v, str) else v
-
-        return [{"prompt": msgs(r["prompt"], "user"), "chosen": msgs(r["chosen"], "assistant"),
-                 "rejected": msgs(r["rejected"], "assistant")} for r in rows]
-
-    shape = dpo if cfg["method"] == "dpo" else sft
+    shape = get_method(cfg["method"]).shape_rows
     train = Dataset.from_list(shape(_read(cfg["data"]["train"])))
     ev_rows = _read(cfg["data"].get("eval"))
     return train, (Dataset.from_list(shape(ev_rows)) if ev_rows else None)
@@ -62,9 +56,10 @@ def load_model(base_dir: str, quantization: str, use_gpu: bool) -> Any:
     return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
 
 
-def _trainer_args(cfg: dict, out_dir: str, world_size: int) -> dict:
+def _trainer_args(cfg: dict, out_dir: str) -> dict:
+    """The ``TrainingArguments`` keywords every method shares."""
     max_steps = cfg.get("max_steps") or -1
-    return dict(
+    args = dict(
         output_dir=out_dir,
         per_device_train_batch_size=cfg["batch_size"],
         per_device_eval_batch_size=cfg["batch_size"],
@@ -89,37 +84,55 @@ def _trainer_args(cfg: dict, out_dir: str, world_size: int) -> dict:
         ddp_find_unused_parameters=False,
         max_length=cfg["max_seq_length"],
     )
+    if cfg.get("eval_every_steps"):
+        args.update(eval_strategy="steps", eval_steps=cfg["eval_every_steps"])
+    if cfg.get("early_stopping_patience"):
+        # the best checkpoint (by held-out loss) is kept by the rotation and loaded when training ends
+        args.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
+    return args
+
+
+def _start_model(cfg: dict) -> tuple[Any, Any]:
+    """(model, peft config): the base with a fresh LoRA config, or the parent adapter made trainable."""
+    from peft import LoraConfig, PeftModel
+
+    model = load_model(cfg["base_dir"], cfg["quantization"], cfg["use_gpu"])
+    if cfg.get("init_from_dir"):
+        return PeftModel.from_pretrained(model, cfg["init_from_dir"], is_trainable=True), None
+    peft_cfg = LoraConfig(r=cfg["peft"]["r"], lora_alpha=cfg["peft"]["alpha"], lora_dropout=cfg["peft"]["dropout"],
+                          target_modules=cfg["peft"]["target_modules"], task_type="CAUSAL_LM")
+    return model, peft_cfg
 
 
 def build_trainer(cfg: dict, out_dir: str, callbacks: list, world: int = 1) -> Any:
-    """The TRL trainer (SFT: loss on the assistant completion only; DPO) with the peft LoRA config."""
-    from peft import LoraConfig
-    from transformers import AutoTokenizer
+    """The config's method's TRL trainer over a fresh or continued (``init_from_dir``) LoRA adapter."""
+    from transformers import AutoTokenizer, EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
+
+    from lorafleet.training.methods import get_method
 
     tokenizer = AutoTokenizer.from_pretrained(cfg["base_dir"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = load_model(cfg["base_dir"], cfg["quantization"], cfg["use_gpu"])
-    peft_cfg = LoraConfig(r=cfg["peft"]["r"], lora_alpha=cfg["peft"]["alpha"], lora_dropout=cfg["peft"]["dropout"],
-                          target_modules=cfg["peft"]["target_modules"], task_type="CAUSAL_LM")
+    model, peft_cfg = _start_model(cfg)
     train_ds, eval_ds = build_datasets(cfg)
-    args = _trainer_args(cfg, out_dir, world)
-    if cfg["method"] == "dpo":
-        from trl import DPOConfig, DPOTrainer
-
-        args.update(beta=cfg["dpo_beta"])
-        trainer = DPOTrainer(model=model, args=DPOConfig(**args), train_dataset=train_ds, eval_dataset=eval_ds,
-                             processing_class=tokenizer, peft_config=peft_cfg, callbacks=callbacks)
-    else:
-        from trl import SFTConfig, SFTTrainer
-
-        args.update(completion_only_loss=True)
-        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=train_ds, eval_dataset=eval_ds,
-                             processing_class=tokenizer, peft_config=peft_cfg, callbacks=callbacks)
+    callbacks = list(callbacks)
+    if cfg.get("early_stopping_patience"):
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg["early_stopping_patience"],
+                                               early_stopping_threshold=cfg.get("early_stopping_threshold", 0.0)))
+    method = get_method(cfg["method"])
+    trainer = method.build_trainer(model, _trainer_args(cfg, out_dir), train_ds, eval_ds, tokenizer, peft_cfg,
+                                   callbacks, cfg)
     trainer.remove_callback(PrinterCallback)  # the driver draws progress and loss
     trainer.remove_callback(HFProgress)
     return trainer
+
+
+def loss_curve(log_history: list[dict]) -> dict[str, list[list[float]]]:
+    """``{"train": [[step, loss], ...], "eval": [[step, eval_loss], ...]}`` from a trainer's log history."""
+    train = [[int(h["step"]), round(float(h["loss"]), 5)] for h in log_history if "loss" in h and "step" in h]
+    ev = [[int(h["step"]), round(float(h["eval_loss"]), 5)] for h in log_history if "eval_loss" in h and "step" in h]
+    return {"train": train, "eval": ev}
 
 
 def _renice() -> None:
@@ -132,6 +145,23 @@ def _renice() -> None:
             pass
 
 
+def _write_files(files: dict[str, bytes], dest: Path) -> Path:
+    for rel, data in files.items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(data)
+    return dest
+
+
+def _best_step(state: Any) -> int | None:
+    best = getattr(state, "best_model_checkpoint", None)
+    if not best:
+        return None
+    try:
+        return int(Path(best).name.rpartition("-")[2])
+    except ValueError:
+        return None
+
+
 def train_loop(cfg: dict) -> None:
     """Entry point of each Ray Train worker."""
     import ray
@@ -139,6 +169,7 @@ def train_loop(cfg: dict) -> None:
     import torch
     from transformers import TrainerCallback
 
+    from lorafleet.training.methods import get_method
     from lorafleet.training.progress import ProgressCallback
 
     ctx = ray.train.get_context()
@@ -157,6 +188,8 @@ def train_loop(cfg: dict) -> None:
     local = Path(tempfile.mkdtemp(prefix="lorafleet-train-"))
     if ckpt is not None:
         resume_dir = ckpt.to_directory(str(local / "resume"))
+    if cfg.get("init_adapter_files"):  # the parent adapter's files travel in the payload (no shared disk)
+        cfg = dict(cfg, init_from_dir=str(_write_files(cfg["init_adapter_files"], local / "parent")))
     if actor is not None and rank == 0:
         step0 = json.loads((Path(resume_dir) / "trainer_state.json").read_text())["global_step"] if resume_dir else 0
         actor.start.remote(os.getpid(), step0)
@@ -180,16 +213,19 @@ def train_loop(cfg: dict) -> None:
 
     metrics: dict[str, Any] = {"train_loss": float(result.training_loss), "global_step": int(result.global_step),
                                "train_runtime_s": float(result.metrics.get("train_runtime", 0.0)),
-                               "num_input_tokens_seen": int(trainer.state.num_input_tokens_seen or 0)}
-    if trainer.eval_dataset is not None and cfg["method"] == "sft":
-        metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
-        with trainer.model.disable_adapter():
-            metrics["base_eval_loss"] = float(trainer.evaluate()["eval_loss"])
+                               "num_input_tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
+                               "loss_curve": loss_curve(trainer.state.log_history)}
+    if cfg.get("early_stopping_patience"):
+        max_steps = int(trainer.state.max_steps or 0)
+        metrics.update(best_step=_best_step(trainer.state), stopped_early=int(result.global_step) < max_steps,
+                       pushed_checkpoint="best" if _best_step(trainer.state) is not None else "last")
+    if trainer.eval_dataset is not None:
+        metrics.update(get_method(cfg["method"]).final_metrics(trainer))
     final = local / "final"
     if rank == 0:
-        trainer.model.save_pretrained(str(final))
+        trainer.model.save_pretrained(str(final), selected_adapters=["default"])
         (final / FINAL_MARKER).write_text(json.dumps(metrics))
-    ray.train.report({**metrics, "final": True},
+    ray.train.report({k: v for k, v in metrics.items() if k != "loss_curve"} | {"final": True},
                      checkpoint=ray.train.Checkpoint.from_directory(str(final)) if rank == 0 else None)
     import shutil
 

@@ -47,7 +47,7 @@ def test_push_resolve_and_lineage(reg, adapter, tiny_base) -> None:
     got = reg.resolve("intents@1")
     assert got.base == tiny_base.identity and got.peft.r == 4 and got.peft.peft_type == "LORA"
     assert got.fingerprint.features["prompt_tokens"].counts == [1, 2, 0]
-    assert got.extra == {"something_new": 1} and m2.parent == 1
+    assert got.extra == {"something_new": 1} and m2.parent == "intents@1"  # a bare number: same name
     assert set(got.files) >= {"adapter_config.json", "adapter_model.safetensors"}
     assert [m.ref for m in reg.list("intents")] == ["intents@1", "intents@2"] and reg.names() == ["intents"]
     reg.verify("intents@1")

@@ -58,21 +58,54 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="The whole manifest as JSON.")] = False,
 ) -> None:
     """Show a version's manifest: lineage, metrics, files."""
-    m = _registry().resolve(ref)
+    from lorafleet.registry.errors import NotFound
+    from lorafleet.registry.manifest import parent_chain
+
+    reg = _registry()
+    m = reg.resolve(ref)
     if as_json:
         typer.echo(m.model_dump_json(indent=2))
         return
     typer.echo(f"{m.ref}  created {m.created_at.isoformat()} by {m.created_by}")
     typer.echo(f"base      {m.base.name} (weights {m.base.weights_sha256[:12]})")
     typer.echo(f"peft      {m.peft.peft_type} r={m.peft.r} alpha={m.peft.lora_alpha} targets={','.join(m.peft.target_modules)}")
-    for key in ("parent", "method", "quantization", "seed", "dataset_sha256", "prompt_template_version",
-                "library_versions", "training_metrics", "eval_metrics", "gate"):
+
+    def find(r: str):
+        try:
+            return reg.resolve(r)
+        except NotFound:
+            return None
+
+    chain = parent_chain(m, find)
+    if chain:  # parent, grandparent, ...
+        typer.echo(f"{'lineage':<9} {' <- '.join([m.ref, *chain])}")
+    for key in ("method", "quantization", "seed", "dataset_sha256", "prompt_template_version",
+                "library_versions", "training_metrics"):
         value = getattr(m, key)
         if value not in (None, {}, []):
             typer.echo(f"{key:<9} {json.dumps(value, default=str)[:200]}")
+    _show_evaluation(m)
     if m.fingerprint is not None:
         typer.echo(f"{'fingerprint':<9} {m.fingerprint.rows} rows, features {', '.join(sorted(m.fingerprint.features))}")
     typer.echo(f"files     {len(m.files)} ({m.size_bytes / 1e6:.2f} MB)")
+
+
+def _show_evaluation(m) -> None:
+    """Every evaluated set (held-out, golden, suites), the base-vs-adapter table with the gate's verdicts."""
+    from lorafleet.training.report import gate_line, report_lines, set_lines
+
+    ev = m.eval_metrics or {}
+    sets = set_lines(ev)
+    if sets:
+        typer.echo(f"{'eval sets':<9} " + sets[0])
+        for line in sets[1:]:
+            typer.echo(" " * 10 + line)
+        for line in report_lines(ev, m.training_metrics or {}, m.gate):
+            typer.echo(" " * 10 + line)
+    elif ev:
+        typer.echo(f"{'eval':<9} {json.dumps(ev, default=str)[:200]}")
+    if m.gate is not None:
+        typer.echo(f"{'gate':<9} {gate_line(m.gate)}")
 
 
 @registry_app.command("pull")

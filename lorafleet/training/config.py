@@ -9,6 +9,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lorafleet.core.config import ConfigModel, format_validation_error
+from lorafleet.core.names import parse_version_ref
 from lorafleet.training.dedup import DEFAULT_NEAR_JACCARD
 from lorafleet.training.errors import TrainConfigError
 
@@ -226,6 +227,30 @@ class TrainConfig(ConfigModel):
     gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
     max_seq_length: int = Field(default=512, ge=16, description="Tokens per rendered row; longer rows are truncated.")
     dpo_beta: float = Field(default=0.1, gt=0, description="DPO beta (method dpo only).")
+    init_from: str | None = Field(
+        default=None,
+        description="Continue training from this registry version (name@N): the job starts from its adapter "
+        "weights; base and peft settings must match it. The manifest records it as the parent.",
+    )
+    packing: bool = Field(
+        default=False,
+        description="SFT only: pack rows into max_seq_length blocks (TRL best-fit decreasing, padding-free; "
+        "works with sdpa on the CPU). batch_size then counts packed blocks, not rows.",
+    )
+    eval_every_steps: int | None = Field(
+        default=None, ge=1,
+        description="Compute the loss on the held-out rows (data.eval) every N steps during training; "
+        "the curve lands in the manifest's training metrics. None: only once, at the end.",
+    )
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1,
+        description="Stop when the held-out loss has not improved for this many evaluations; the best "
+        "checkpoint is loaded at the end and pushed. Needs eval_every_steps.",
+    )
+    early_stopping_threshold: float = Field(
+        default=0.0, ge=0.0,
+        description="Smallest drop of the held-out loss that counts as an improvement (early stopping).",
+    )
     seed: int = Field(default=42, description="Seed of data order and adapter init.")
     workers: int = Field(default=1, ge=1, description="Ray Train workers (data-parallel).")
     cpus_per_worker: int = Field(default=1, ge=1, description="CPUs each Ray worker reserves (and its torch threads).")
@@ -265,6 +290,30 @@ class TrainConfig(ConfigModel):
     def _dpo_data(self) -> TrainConfig:
         if self.method == "dpo" and self.eval.schema_path is None and self.gate.min_schema_pass_rate is not None:
             raise ValueError("gate.min_schema_pass_rate needs eval.schema_path")
+        return self
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_from_ref(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_version_ref(v, "init_from")
+        return v
+
+    @model_validator(mode="after")
+    def _trainer_options(self) -> TrainConfig:
+        from lorafleet.training.methods import get_method
+
+        if self.packing and not get_method(self.method).supports_packing:
+            raise ValueError(f"packing=true: method {self.method!r} does not pack rows (sft does)")
+        if self.eval_every_steps is not None and self.data.eval is None:
+            raise ValueError(f"eval_every_steps={self.eval_every_steps}: needs held-out rows (data.eval)")
+        if self.early_stopping_patience is not None:
+            if self.eval_every_steps is None:
+                raise ValueError(f"early_stopping_patience={self.early_stopping_patience}: needs eval_every_steps")
+            if self.checkpoint_every_steps % self.eval_every_steps:
+                raise ValueError(
+                    f"checkpoint_every_steps={self.checkpoint_every_steps}: with early stopping it must be a "
+                    f"multiple of eval_every_steps={self.eval_every_steps} (the best checkpoint is the one kept)")
         return self
 
     def resolved(self, root: Path) -> TrainConfig:

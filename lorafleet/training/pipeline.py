@@ -32,7 +32,8 @@ def push_adapter(settings: Settings, adapter_dir: Path, name: str, base_manifest
     from lorafleet.registry import open_registry
 
     reg = open_registry(settings)
-    m = reg.push(adapter_dir, name, base_manifest, lineage=lineage)
+    lineage = dict(lineage)
+    m = reg.push(adapter_dir, name, base_manifest, parent=lineage.pop("parent", None), lineage=lineage)
     reg.verify(m.ref)
     return str(m.ref)
 
@@ -70,7 +71,7 @@ def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, p
     from lorafleet.training.fingerprint import compute_fingerprint, dataset_hashes
     from lorafleet.training.gate import apply_gate
     from lorafleet.training.job import ensure_ray, run_training_job
-    from lorafleet.training.lineage import build_lineage
+    from lorafleet.training.lineage import build_lineage, resolve_parent
     from lorafleet.training.preflight import load_tokenizer, preflight
 
     t0 = time.perf_counter()
@@ -78,12 +79,13 @@ def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, p
     if console is not None:
         render_report(report, console)
     report.raise_on_errors()
+    parent = resolve_parent(cfg, settings, manifest)  # init_from: checked before any compute
     fingerprint = compute_fingerprint(cfg, load_tokenizer(base_dir))
 
     ensure_ray(ray_address, num_cpus=None)
     say(f"training {cfg.output_name} ({cfg.method}, {'QLoRA nf4' if cfg.quantization == 'nf4' else 'LoRA'}, "
         f"r={cfg.peft.r}) on Ray: {cfg.workers} worker(s) x {cfg.cpus_per_worker} CPU")
-    job = run_training_job(cfg, settings, base_dir, show_progress=show_progress, pid_file=pid_file)
+    job = run_training_job(cfg, settings, base_dir, show_progress=show_progress, pid_file=pid_file, parent=parent)
     train_metrics = dict(job.metrics, attempts=job.attempts, resumed_from_steps=job.resumed_from,
                          job_wall_s=round(job.wall_seconds, 1), workers=job.workers)
     if job.metrics.get("train_runtime_s"):

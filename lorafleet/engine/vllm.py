@@ -2,14 +2,21 @@
 
 vLLM is a separate process reached over HTTP: this module only builds its command line,
 waits for ``/health`` and stops it. Used by the tests, the quickstart and `platform serve`.
+
+The engine runs in a process group of its own (its engine-core and worker processes too) and
+dies with the process that started it: its API server gets SIGKILL from Linux when that
+process dies (a parent-death signal), and a :class:`~lorafleet.engine.process.GroupReaper`
+kills the rest of its group, which vLLM leaves running otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +25,7 @@ from pydantic import Field
 from lorafleet.core.config import ConfigModel
 from lorafleet.core.settings import Settings
 from lorafleet.engine.errors import EngineError
-from lorafleet.engine.process import answers_ok, end_process_group, free_port
+from lorafleet.engine.process import GroupReaper, answers_ok, die_with_parent, end_process_group, free_port
 
 __all__ = ["EngineConfig", "LocalEngine"]
 
@@ -65,6 +72,7 @@ class LocalEngine:
         self.port = config.port or free_port(config.host)
         self.proc: subprocess.Popen | None = None
         self._log = None
+        self._reaper: GroupReaper | None = None
 
     @property
     def url(self) -> str:
@@ -74,6 +82,16 @@ class LocalEngine:
     @property
     def root_url(self) -> str:
         return f"http://{self.config.host}:{self.port}"
+
+    def use_fresh_port(self) -> bool:
+        """Move to a newly picked free port for the next start (a hung process may still hold
+        the old one); False, and no change, when the config fixes the port."""
+        if self.config.port is not None:
+            return False
+        old = self.port
+        while self.port == old:
+            self.port = free_port(self.config.host)
+        return True
 
     def command(self) -> list[str]:
         c = self.config
@@ -107,6 +125,8 @@ class LocalEngine:
     def start(self, wait: bool = True) -> LocalEngine:
         if self.proc is not None and self.proc.poll() is None:
             return self
+        if self.proc is not None:  # exited: clear what is left of its group, its log and its reaper
+            self.stop()
         log_path = self.config.log_path
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +137,9 @@ class LocalEngine:
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() reaches its workers too
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - one prctl call, looked up before the fork
         )
+        self._reaper = GroupReaper(self.proc.pid)
         if wait:
             self.wait_ready()
         return self
@@ -128,9 +150,12 @@ class LocalEngine:
     def healthy(self, timeout_s: float = 2.0) -> bool:
         return answers_ok(f"{self.root_url}/health", timeout_s)
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, cancel: threading.Event | None = None) -> None:
+        """Wait until ``/health`` answers; returns early (engine left running) once ``cancel`` is set."""
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set():
+                return
             if not self.alive():
                 code = self.proc.returncode if self.proc else None
                 raise EngineError(f"vLLM engine exited during start-up (code {code}){self._log_hint()}")
@@ -157,6 +182,7 @@ class LocalEngine:
         if proc is not None and proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGCONT)  # a stopped (SIGSTOP) group acts on its SIGTERM
                 proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -165,6 +191,22 @@ class LocalEngine:
                 pass
         if proc is not None:
             end_process_group(proc.pid)
+        self._release()
+
+    def kill(self) -> None:
+        """SIGKILL the engine's whole process group at once (a hung engine ignores SIGTERM)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            end_process_group(proc.pid, grace_s=1.0)  # anything that left the group's leader behind
+        self._release()
+
+    def _release(self) -> None:
+        if self._reaper is not None:
+            self._reaper.disarm()
+            self._reaper = None
         if self._log is not None:
             self._log.close()
             self._log = None

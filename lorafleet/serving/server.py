@@ -2,12 +2,18 @@
 
 Run in the foreground, or detached: a background process with its log in
 ``$HOME/logs/serve.log`` and a pid file in ``$HOME/run/serve.json`` that `platform stop` reads.
+Every entry point (the CLI, ``python -m lorafleet.serving.server``, the control plane's
+wrapper) goes through :func:`check_bind`: with no keys file the gateway is open (every caller
+is trusted), so it binds loopback only. The supervised engine dies with this process, and when
+the supervisor restarts it on a new port the gateway's engine pool is told on its own loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
+import ipaddress
 import json
 import logging
 import os
@@ -16,8 +22,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 
+from lorafleet.core.errors import InputError, LorafleetError
 from lorafleet.core.fsutil import atomic_write_text
 from lorafleet.core.settings import Settings, get_settings
 from lorafleet.serving.drift import psi, reference_centroid, reference_histograms
@@ -25,7 +33,11 @@ from lorafleet.serving.errors import ServingError
 from lorafleet.serving.gateway import Gateway, GatewayConfig, create_app
 from lorafleet.engine.process import answers_ok
 
-__all__ = ["build_gateway", "serve_foreground", "serve_detached", "stop_detached", "PID_FILE"]
+if TYPE_CHECKING:
+    from lorafleet.engine.supervisor import SupervisorConfig
+
+__all__ = ["build_gateway", "check_bind", "is_loopback", "supervisor_config", "serve_foreground", "serve_detached",
+           "stop_detached", "PID_FILE"]
 
 PID_FILE = "serve.json"
 log = logging.getLogger("lorafleet.serve")
@@ -79,20 +91,77 @@ def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_
                    tokenizer_json=tokenizer if tokenizer.is_file() else None, centroid=centroid)
 
 
-def serve_foreground(settings: Settings, base: str, host: str, port: int, engine_urls: list[str]) -> None:
-    """Start (and supervise) a local engine unless engine URLs are given, then run the gateway."""
+def is_loopback(host: str) -> bool:
+    """True for an address (or ``localhost``) that only this machine can reach."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to anything
+
+
+def check_bind(settings: Settings, host: str) -> None:
+    """Refuse to bind an open gateway (no keys file) beyond loopback: with no keys every caller
+    is trusted. The one check every entry point goes through; raises InputError naming --host."""
+    if not is_loopback(host) and not settings.layout.keys_file.exists():
+        raise InputError("--host", host, f"with no keys file ({settings.layout.keys_file}) the gateway runs open, "
+                                         "so only on loopback; create keys with `platform keys add TENANT` first")
+
+
+def follow_engine_restarts(loop: asyncio.AbstractEventLoop, gateway: Gateway):
+    """An ``on_restart(old_root_url, new_root_url)`` for the engine supervisor (it calls from its own
+    thread) that moves the gateway's engine pool to the new URL on the gateway's event loop."""
+
+    def apply(old_url: str, new_url: str) -> None:
+        replace = getattr(gateway.pool, "replace_url", None)
+        if replace is None:
+            log.error("this gateway's engine pool cannot move %s to %s: restart the gateway", old_url, new_url)
+            return
+        try:
+            result = replace(old_url, new_url)
+            if inspect.isawaitable(result):
+                asyncio.ensure_future(result)
+        except ValueError as err:  # an URL the pool does not know: nothing to move
+            log.error("gateway: cannot move engine %s to %s: %s", old_url, new_url, err)
+            return
+        log.warning("gateway: engine %s is now %s", old_url, new_url)
+
+    def on_restart(old_url: str, new_url: str) -> None:
+        loop.call_soon_threadsafe(apply, old_url, new_url)
+
+    return on_restart
+
+
+def supervisor_config(restart_unhealthy_after_s: float | None = None) -> SupervisorConfig:
+    """The engine supervisor's config from ``--restart-unhealthy-after-s`` (None: its default; 0: never
+    restart a hung engine, only one that exits)."""
+    from lorafleet.engine.supervisor import SupervisorConfig
+
+    if restart_unhealthy_after_s is None:
+        return SupervisorConfig()
+    if restart_unhealthy_after_s < 0:
+        raise InputError("--restart-unhealthy-after-s", restart_unhealthy_after_s, "must be >= 0 (0: never)")
+    return SupervisorConfig(restart_unhealthy_after_s=restart_unhealthy_after_s or None)
+
+
+def serve_foreground(settings: Settings, base: str, host: str, port: int, engine_urls: list[str],
+                     supervisor: SupervisorConfig | None = None) -> None:
+    """Start (and supervise, per ``supervisor``) a local engine unless engine URLs are given, then run
+    the gateway."""
     import uvicorn
 
     from lorafleet.registry.bases import BaseStore
     from lorafleet.engine.vllm import EngineConfig, LocalEngine
     from lorafleet.engine.supervisor import EngineSupervisor
 
-    supervisor = None
+    check_bind(settings, host)
+    supervisor_cfg, supervisor = supervisor, None
     if not engine_urls:
         BaseStore(settings.layout.bases).require(base)
         config = EngineConfig.from_settings(settings, settings.layout.base(base), base,
                                             log_path=settings.layout.logs / "engine.log")
-        supervisor = EngineSupervisor(LocalEngine(config))
+        supervisor = EngineSupervisor(LocalEngine(config), config=supervisor_cfg)
         log.info("starting vLLM on %s (log: %s)", base, config.log_path)
         supervisor.start()
         engine_urls = [supervisor.engine.root_url]
@@ -100,21 +169,34 @@ def serve_foreground(settings: Settings, base: str, host: str, port: int, engine
     # engine below is stopped too instead of being orphaned
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        app = create_app(build_gateway(settings, base, engine_urls))
+        gateway = build_gateway(settings, base, engine_urls)
+        config = uvicorn.Config(create_app(gateway), host=host, port=port, log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+
+        async def serve() -> None:
+            if supervisor is not None:  # restarts on a new port reach the pool on this loop
+                supervisor.on_restart = follow_engine_restarts(asyncio.get_running_loop(), gateway)
+            await server.serve()
+
         log.info("gateway on http://%s:%d/v1 -> %s", host, port, ", ".join(engine_urls))
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(serve())
+        if not server.started:  # uvicorn logged why (the port is taken, say) and returned
+            raise ServingError(f"the gateway could not listen on {host}:{port}")
     finally:
         if supervisor is not None:
             supervisor.stop()
 
 
 def serve_detached(settings: Settings, base: str, host: str, port: int, engine_urls: list[str],
-                   wait_s: float | None = None, module: str = "lorafleet.serving.server") -> dict:
+                   wait_s: float | None = None, module: str = "lorafleet.serving.server",
+                   supervisor: SupervisorConfig | None = None) -> dict:
     """Run the server in the background; return its pid-file record once it is ready.
 
     ``module`` is the process' entry point: this module's ``main`` or one that wraps it and
     takes the same arguments (the control plane's, to run canary analysis beside the gateway).
     """
+    check_bind(settings, host)  # here too, so the caller gets the one-line error, not a dead child
     run_dir, logs = settings.layout.run, settings.layout.logs
     pid_file = run_dir / PID_FILE
     existing = read_pid_file(settings)
@@ -125,6 +207,8 @@ def serve_detached(settings: Settings, base: str, host: str, port: int, engine_u
     args = [sys.executable, "-m", module, "--base", base, "--host", host, "--port", str(port)]
     for url in engine_urls:
         args += ["--engine-url", url]
+    if supervisor is not None:
+        args += ["--restart-unhealthy-after-s", str(supervisor.restart_unhealthy_after_s or 0)]
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     record = {"pid": proc.pid, "url": f"http://{host}:{port}/v1", "log": str(log_path), "base": base}
@@ -174,6 +258,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--engine-url", action="append", default=[])
+    parser.add_argument("--restart-unhealthy-after-s", type=float, default=None,
+                        help="restart an engine whose /health has failed this long (0: never)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call is noise
@@ -185,9 +271,20 @@ def local_url(host: str, port: int) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_main(serve, argv: list[str] | None = None) -> None:
+    """Run ``serve(settings, base, host, port, engine_urls)`` from the command line: a lorafleet
+    error is one line on stderr and exit code 2, as in the CLI."""
     args = parse_args(argv)
-    serve_foreground(get_settings(), args.base, args.host, args.port, args.engine_url)
+    try:
+        serve(get_settings(), args.base, args.host, args.port, args.engine_url,
+              supervisor=supervisor_config(args.restart_unhealthy_after_s))
+    except LorafleetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_main(serve_foreground, argv)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ def serve(
         help="Also export embedding drift: 1 in 10 prompts embedded with the offline MiniLM on a background "
              "thread, compared with each version's training centroid (LORAFLEET_GATEWAY_EMBEDDING_DRIFT).",
     )] = False,
+    restart_unhealthy_after_s: Annotated[float | None, typer.Option(
+        help="Restart the local engine when it is alive but its /health has not answered for this many "
+             "seconds (a hung engine); 0: only restart an engine that exits. Default 60.",
+    )] = None,
     canary_analysis: Annotated[bool, typer.Option(
         "--canary-analysis",
         help="Also run automatic canary analysis on every route with a canary (as `platform canary watch`).",
@@ -32,14 +36,15 @@ def serve(
 ) -> None:
     """Serve the base and its adapters through the OpenAI-compatible gateway.
 
-    Starts a supervised vLLM engine (restarted with backoff if it dies) unless --engine-url
-    is given. The routes file in the home decides which adapter version gets which traffic;
-    edits to it apply within a second. With --canary-analysis every canary is judged
+    Starts a supervised vLLM engine (restarted with backoff if it dies or hangs; it dies with
+    the server) unless --engine-url is given. With no keys file (`platform keys add`) the
+    gateway is open, so it binds loopback addresses only. The routes file in the home
+    decides which adapter version gets which traffic; edits to it apply within a second. With --canary-analysis every canary is judged
     against its stable version each interval (the route's `analysis:` block) and stepped up,
     promoted or rolled back by one routes-file change.
     """
     from lorafleet.core.names import check_name
-    from lorafleet.serving.server import serve_detached, serve_foreground
+    from lorafleet.serving.server import serve_detached, serve_foreground, supervisor_config
 
     from lorafleet.core.errors import InputError
 
@@ -53,21 +58,19 @@ def serve(
         os.environ["LORAFLEET_GATEWAY_EMBEDDING_DRIFT"] = "true"
     settings = get_settings()
     base = check_name(base or settings.default_base, "--base")
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.layout.keys_file.exists():
-        raise InputError("--host", host, "with no keys file the gateway runs open, so only on loopback; "
-                                         "create keys with `platform keys add TENANT` first")
     urls = engine_url or []
+    supervisor = supervisor_config(restart_unhealthy_after_s)
     if detach:
         module = "lorafleet.platform.control.serve_main" if canary_analysis else "lorafleet.serving.server"
-        record = serve_detached(settings, base, host, port, urls, module=module)
+        record = serve_detached(settings, base, host, port, urls, module=module, supervisor=supervisor)
         typer.echo(f"serving at {record['url']} (pid {record['pid']}, log {record['log']}); stop with `platform stop`")
         return
     if canary_analysis:
         from lorafleet.platform.control.serve_main import serve_with_analysis
 
-        serve_with_analysis(settings, base, host, port, urls)
+        serve_with_analysis(settings, base, host, port, urls, supervisor=supervisor)
         return
-    serve_foreground(settings, base, host, port, urls)
+    serve_foreground(settings, base, host, port, urls, supervisor=supervisor)
 
 
 def stop() -> None:

@@ -8,24 +8,24 @@ from __future__ import annotations
 __all__ = ["main", "serve_with_analysis"]
 
 
-def serve_with_analysis(settings, base: str, host: str, port: int, engine_urls: list[str]) -> None:
+def serve_with_analysis(settings, base: str, host: str, port: int, engine_urls: list[str],
+                        supervisor=None) -> None:
     """`platform serve` in the foreground with the canary analysis loop beside the gateway."""
     from lorafleet.platform.control.analysis import AnalysisLoop
-    from lorafleet.serving.server import local_url, serve_foreground
+    from lorafleet.serving.server import check_bind, local_url, serve_foreground
 
+    check_bind(settings, host)  # before the analysis loop starts (serve_foreground checks it too)
     loop = AnalysisLoop.for_home(settings, base, local_url(host, port)).start()
     try:
-        serve_foreground(settings, base, host, port, engine_urls)
+        serve_foreground(settings, base, host, port, engine_urls, supervisor=supervisor)
     finally:
         loop.stop(timeout_s=2.0)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lorafleet.core.settings import get_settings
-    from lorafleet.serving.server import parse_args
+    from lorafleet.serving.server import run_main
 
-    args = parse_args(argv)
-    serve_with_analysis(get_settings(), args.base, args.host, args.port, args.engine_url)
+    run_main(serve_with_analysis, argv)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,16 @@ S3-compatible object store.
 Everything the registry needs from storage is a flat key space with four operations;
 the one that makes versions safe under concurrency is ``create``: write an object only if
 it does not exist yet, atomically (a hard link on a local disk, ``If-None-Match: *`` on S3).
+Documents that many writers change in place (the shared routes document) use ``get_tagged``
+and ``replace``: a compare-and-swap on a content tag (the ETag with ``If-Match`` on S3; a
+content hash under a lock file on a local disk), so no writer ever loses another's change.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -55,6 +59,19 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def modified_at(self, key: str) -> float | None:
         """Last-modified time of ``key`` (epoch seconds), or None."""
+
+    @abc.abstractmethod
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        """The bytes of ``key`` and a tag that changes whenever they do, or None."""
+
+    @abc.abstractmethod
+    def tag(self, key: str) -> str | None:
+        """The current tag of ``key`` without its bytes (a cheap change check), or None."""
+
+    @abc.abstractmethod
+    def replace(self, key: str, data: bytes, expected_tag: str | None) -> bool:
+        """Write ``key`` only if its tag is still ``expected_tag`` (None: only if it does not
+        exist); True if this call wrote it, False if another writer got there first."""
 
     def local_path(self, key: str) -> Path | None:
         """A readable local path of ``key`` if the backend has one (no copy needed)."""
@@ -142,7 +159,7 @@ class LocalStorage(Storage):
         if not base.is_dir():
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
-                      if p.is_file() and not p.name.startswith(".tmp-"))
+                      if p.is_file() and not p.name.startswith((".tmp-", ".lock-")))
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
@@ -165,6 +182,26 @@ class LocalStorage(Storage):
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        data = self.get(key)
+        return None if data is None else (data, hashlib.sha256(data).hexdigest())
+
+    def tag(self, key: str) -> str | None:
+        found = self.get_tagged(key)
+        return None if found is None else found[1]
+
+    def replace(self, key: str, data: bytes, expected_tag: str | None) -> bool:
+        from filelock import FileLock
+
+        path = self._path(key)
+        with self._writing(key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(path.with_name(f".lock-{path.name}")), timeout=30):
+                if self.tag(key) != expected_tag:
+                    return False
+                self.put(key, data)
+                return True
 
 
 def _fsync(path: Path) -> None:
@@ -261,6 +298,44 @@ class S3Storage(Storage):
             return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["LastModified"].timestamp()
         except ClientError:
             return None
+
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        with self._failing_as("read", key):
+            try:
+                obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as err:
+                if err.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                    return None
+                raise
+            return obj["Body"].read(), obj["ETag"]
+
+    def tag(self, key: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        with self._failing_as("read", key):
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ETag"]
+            except ClientError as err:
+                if err.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+
+    def replace(self, key: str, data: bytes, expected_tag: str | None) -> bool:
+        from botocore.exceptions import ClientError
+
+        if expected_tag is None:
+            return self.create(key, data)
+        with self._failing_as("write", key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=expected_tag)
+            except ClientError as err:
+                if err.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey",
+                                                     "404"):
+                    return False
+                raise
+        return True
 
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):

@@ -1,5 +1,5 @@
 # Thin targets: each is one line; the work lives in scripts/ and the `platform` CLI.
-.PHONY: setup quickstart test test-fast bench lint stop loadtest reliability audit
+.PHONY: setup quickstart test test-fast bench lint stop loadtest reliability audit docs
 setup:      ; bash scripts/setup.sh
 quickstart: setup ; .venv/bin/platform quickstart
 test:       setup ; .venv/bin/python scripts/audit.py && .venv/bin/python -m pytest   # audit reports, never fails
@@ -10,3 +10,4 @@ loadtest:   setup ; .venv/bin/python loadtests/run.py $(ARGS)
 reliability: setup ; .venv/bin/python benchmarks/reliability.py $(ARGS)
 audit:      setup ; .venv/bin/python scripts/audit.py
 stop:       ; .venv/bin/platform stop
+docs:       setup ; NO_MKDOCS_2_WARNING=1 .venv/bin/python -m mkdocs build --strict -d site

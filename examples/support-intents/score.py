@@ -62,19 +62,24 @@ def main() -> None:
                                      max_lora_rank=64, max_loras=1)
     result: dict = {"sets": {k: str(p) for k, p in zip(sets, args.sets)}, "adapter_dir": str(args.adapter)}
     t0 = time.perf_counter()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        result["wall_s"] = round(time.perf_counter() - t0, 1)
+        args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+
     with LocalEngine(cfg) as engine:
-        if not args.no_base:
-            result["base"], _ = _score(engine.url, args.base, sets, schema, args.max_tokens)
-        if args.adapter is not None:
+        if args.adapter is not None:  # the adapter first: its numbers are the ones that matter
             import httpx
 
             r = httpx.post(f"{engine.root_url}/v1/load_lora_adapter",
                            json={"lora_name": "candidate", "lora_path": str(args.adapter.resolve())}, timeout=120)
             r.raise_for_status()
             result["adapter"], result["adapter_wrong"] = _score(engine.url, "candidate", sets, schema, args.max_tokens)
-    result["wall_s"] = round(time.perf_counter() - t0, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+            save()
+        if not args.no_base:
+            result["base"], _ = _score(engine.url, args.base, sets, schema, args.max_tokens)
+    save()
     print(f"{'set':<10} {'model':<8} {'rows':>5} {'whole':>7} {'intent':>7} {'order_id':>8} {'error':>7} {'schema':>7}")
     for model in ("base", "adapter"):
         for name, s in result.get(model, {}).items():

@@ -69,6 +69,12 @@ class DriftMonitor:
         """The versions with live traffic observed (whose references ``scores`` will need)."""
         return {version for (_route, version) in self._live}
 
+    def retain(self, keep: set[tuple[str, str]]) -> None:
+        """Forget the windows of (route, version) pairs not in ``keep`` (no longer routed), so
+        the monitor holds at most one window per pair the routes name."""
+        for pair in [p for p in self._live if p not in keep]:
+            del self._live[pair]
+
     def scores(self, reference) -> dict[tuple[str, str, str], float]:
         """{(route, version, feature): PSI} for every window with enough samples and a reference."""
         out = {}

@@ -218,7 +218,10 @@ class EnginePool:
         try:
             path = await self.resolve_path(version)
         except Exception as exc:  # integrity or compatibility: the adapter never reaches vLLM
-            raise AdapterLoadFailed(version, str(exc)) from exc
+            from lorafleet.registry.errors import IncompatibleAdapter, IntegrityError
+
+            permanent = isinstance(exc, IntegrityError | IncompatibleAdapter)  # else e.g. S3 down: retry later
+            raise AdapterLoadFailed(version, str(exc), permanent=permanent) from exc
         await self._evict_idle(engine)
         generation, url = engine.generation, f"{engine.root_url}/v1/load_lora_adapter"
         try:
@@ -226,7 +229,8 @@ class EnginePool:
         except httpx.HTTPError as exc:
             raise translate(exc, engine.root_url) from exc
         if resp.status_code != 200 and "already" not in resp.text:
-            raise AdapterLoadFailed(version, f"engine answered {resp.status_code}: {resp.text[:300]}")
+            raise AdapterLoadFailed(version, f"engine answered {resp.status_code}: {resp.text[:300]}",
+                                    permanent=400 <= resp.status_code <= 500)  # it refused these files
         if engine.generation != generation:  # the engine was replaced meanwhile: the new one lacks it
             raise EngineUnavailable(f"the engine at {url} was restarted while {version} loaded")
         engine.loaded[version] = None

@@ -1,53 +1,66 @@
-"""The OpenAI-compatible gateway.
+"""The OpenAI-compatible gateway: one :class:`Gateway` per process, and its config.
 
-Per request: key -> tenant; parse and check the body -> route -> variant (sticky) ->
-input guardrails -> engine -> make sure the version is loaded -> forward under the
-versioned adapter name -> validate the answer -> metrics -> answer with headers naming
-route, version and variant. The base model is routable under its own name.
+Per request (:meth:`Gateway.forward`): key -> tenant; the body read (bounded) and checked
+against the endpoint's model (:mod:`~lorafleet.serving.protocol`) -> route, variant or pin
+(:mod:`~lorafleet.serving.targeting`) -> input guardrails -> an engine with the version
+loaded (:mod:`~lorafleet.serving.placement`) -> forwarded under the versioned adapter name
+and the answer relayed (:mod:`~lorafleet.serving.relay`) -> validated -> recorded
+(:mod:`~lorafleet.serving.accounting`) -> answered with headers naming route, version and
+variant. The base model is routable under its own name. The HTTP app is
+:mod:`~lorafleet.serving.app`.
+
+What a request takes (its engine's in-flight count, its version's in-use lease) is given back
+in ONE place, a ``try/finally`` around everything after placement, or, for a stream, when the
+stream ends however it ends; and any failure becomes OpenAI's error shape.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Request
+from fastapi.responses import Response
 from pydantic import Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lorafleet.core.config import ConfigModel
-from lorafleet.core.errors import LorafleetError
+from lorafleet.serving.accounting import Accounting, Centroid, Reference
 from lorafleet.serving.drift import DriftMonitor
 from lorafleet.serving.engines import Engine, EnginePool, PathResolver
-from lorafleet.serving.errors import AdapterLoadFailed, BadRequest, ModelNotFound, ServingError, error_body
-from lorafleet.serving.exchange import Outcome, SSEAccumulator, read_body
+from lorafleet.serving.errors import (
+    BadRequest,
+    InternalError,
+    SchemaRejected,
+    ServingError,
+)
+from lorafleet.serving.exchange import Outcome, SSEAccumulator
 from lorafleet.serving.guardrails import RouteGuard, TokenCounter, build_guards
 from lorafleet.serving.metrics import GatewayMetrics
-from lorafleet.serving.params import check_request
-from lorafleet.serving.router import choose
+from lorafleet.serving.placement import Placement
+from lorafleet.serving.protocol import Kind, parse_request, read_limited
+from lorafleet.serving.relay import Relay
 from lorafleet.serving.routes import RoutesFile, is_base_ref
 from lorafleet.serving.routes_watch import RoutesWatcher
 from lorafleet.serving.streaming import EventStreamResponse
+from lorafleet.serving.targeting import Target, Targeting
 from lorafleet.serving.tenants import Authenticator, Tenant
-from lorafleet.serving.upstream import CONNECT_TIMEOUT_S, AiohttpTransport, EngineResponse, make_client, translate
+from lorafleet.serving.upstream import (
+    AiohttpTransport,
+    EngineResponse,
+    make_client,
+    translate,
+)
 
 __all__ = ["GatewayConfig", "Gateway", "create_app", "Target", "SchemaRejected"]
 
 log = logging.getLogger("lorafleet.gateway")
-_JSON = {"content-type": "application/json"}
-
-# version -> {feature: (edges, counts)} of its training fingerprint, or None
-Reference = Callable[[str], Awaitable[dict | None]]
-# version -> the embedding centroid of its training prompts, or None
-Centroid = Callable[[str], Awaitable[list[float] | None]]
+PATHS: dict[str, str] = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
+                         "responses": "/v1/responses"}
 
 
 class GatewayConfig(ConfigModel):
@@ -74,7 +87,20 @@ class GatewayConfig(ConfigModel):
         description="Health probes in a row that must time out or fail before an engine is taken out of "
                     "rotation (a refused connection takes it out at once).",
     )
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body.")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024,
+        description="Largest request body; a larger one is refused with 413 while it is read (never held whole).")
+    upstream_max_connections: int = Field(
+        default=1024, ge=1,
+        description="Connections to all engines together, at most; requests beyond wait for one to free up.")
+    reject_stream_max_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024,
+        description="Largest streamed answer a route in reject mode holds until it validated; a longer one "
+                    "ends in an OpenAI-shaped error (stream_too_large).")
+    tokenize_inline_max_bytes: int = Field(
+        default=16 * 1024, ge=0,
+        description="Request bodies up to this size have their prompt tokens counted (max_prompt_tokens) on the "
+                    "event loop; larger ones in a worker thread.")
     drift_window: int = Field(default=500, ge=10, description="Requests per (route, version) the drift window holds.")
     drift_min_samples: int = Field(default=30, ge=1, description="Requests before drift is reported.")
     embedding_drift: bool = Field(
@@ -96,32 +122,28 @@ class GatewayConfig(ConfigModel):
     log_prompts: bool = Field(default=False, description="Include prompt text in the request log.")
 
 
-class SchemaRejected(ServingError):
-    status_code = 422
-    error_type = "invalid_response_error"
+class _Held:
+    """What one request holds on its engine; given back once by ``finish``, however it ends."""
 
-    def __init__(self, route: str, reason: str, detail: str) -> None:
-        super().__init__(f"The model's output for {route} failed its schema ({reason}): {detail}",
-                         code=reason)
+    __slots__ = ("done", "engine", "gateway", "guard", "prompt", "started", "target", "tenant")
 
+    def __init__(self, gateway: Gateway, engine: Engine, target: Target, tenant: Tenant, started: float,
+                 guard: RouteGuard | None, prompt) -> None:
+        self.gateway, self.engine, self.target, self.tenant = gateway, engine, target, tenant
+        self.started, self.guard, self.prompt, self.done = started, guard, prompt, False
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    route: str
-    version: str | None  # name@N, None for the base model
-    variant: str  # stable | canary | base
-
-    @property
-    def version_label(self) -> str:
-        return self.version or "base"
-
-    def headers(self) -> dict[str, str]:
-        return {"X-Lorafleet-Route": self.route, "X-Lorafleet-Version": self.version_label,
-                "X-Lorafleet-Variant": self.variant}
+    def finish(self, status: int, outcome: Outcome | None = None, reason: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        g = self.gateway
+        g.pool.release(self.engine, self.target.version)
+        g.metrics.engine_requests.labels(self.engine.root_url, self.target.version_label).inc()
+        g.accounting.record(self.target, self.tenant, status, self.started, outcome, reason, self.guard, self.prompt)
 
 
 class Gateway:
-    """State of one gateway: routes, engines, tenants, metrics, drift."""
+    """State of one gateway: routes, engines, tenants, metrics, drift; and the request path."""
 
     def __init__(self, config: GatewayConfig, resolve_path: PathResolver | None,
                  check_version: Callable[[str], None] | None = None, base_name: str | None = None,
@@ -129,25 +151,34 @@ class Gateway:
                  centroid: Centroid | None = None) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self._failed_loads: dict[str, float] = {}  # version -> monotonic time of the next try
         self.check_version = check_version
         self.auth = Authenticator.from_file(config.keys_file)
         self.tokens = TokenCounter(tokenizer_json)
         self.watcher = RoutesWatcher(config.routes_file, self._prepare_routes,
                                      on_reload=lambda r: self.metrics.routes_reloads.labels(r).inc())
-        self.upstream = AiohttpTransport()  # forwarded requests; control calls go through self.client
+        # forwarded requests go over self.upstream; control calls (health, loads) through self.client
+        self.upstream = AiohttpTransport(max_connections=config.upstream_max_connections)
         self.client = make_client(config.upstream_timeout_s, transport=self.upstream)
         self.pool = EnginePool(config.engine_urls, self.client, resolve_path, config.max_loaded_adapters,
                                config.affinity_slack_requests, config.engine_down_after_failed_probes)
-        self.reference = reference
-        self.drift = DriftMonitor(psi, config.drift_window, config.drift_min_samples) if psi else None
-        self._references: dict[str, dict | None] = {}
-        self.centroid = centroid
-        self.embedding_drift = self._embedding_sampler() if config.embedding_drift and centroid else None
-        self._centroids: dict[str, list[float] | None] = {}
         self._base_name = base_name
+        routes = lambda: self.watcher.routes
+        self.targeting = Targeting(routes, lambda: self.base_name, check_version)
+        self.placement = Placement(self.pool, self.metrics, routes, config.failed_load_retry_s)
+        self.relay = Relay(self.upstream, config.upstream_timeout_s, config.reject_stream_max_bytes)
+        drift = DriftMonitor(psi, config.drift_window, config.drift_min_samples) if psi else None
+        sampler = self._embedding_sampler() if config.embedding_drift and centroid else None
+        self.accounting = Accounting(self.metrics, routes, lambda: self.pool.engines, drift, reference, sampler,
+                                     centroid, config.request_log, config.log_prompts)
         self._tasks: list[asyncio.Task] = []
-        self._log_file = None
+
+    @property
+    def embedding_drift(self):
+        return self.accounting.embedding_drift
+
+    @property
+    def drift(self) -> DriftMonitor | None:
+        return self.accounting.drift
 
     def _embedding_sampler(self):
         from lorafleet.core.config import ConfigError
@@ -164,24 +195,6 @@ class Gateway:
                                      c.embedding_drift_batch_size, c.embedding_drift_window,
                                      c.embedding_drift_min_samples,
                                      on_result=lambda result, n: samples.labels(result).inc(n))
-
-    def _sample_prompt(self, target: Target, prompt) -> None:
-        """Offer 1 in N prompts of a version with a training centroid to the embedding worker."""
-        from lorafleet.registry.embedding import prompt_text
-
-        sampler, version = self.embedding_drift, target.version
-        if version not in self._centroids:
-            self._centroids[version] = None  # looked up once, off the request path
-            self._tasks.append(asyncio.get_running_loop().create_task(self._lookup_centroid(version)))
-            return
-        if self._centroids[version] is not None and sampler.wants_sample():
-            sampler.offer(target.route, version, target.variant, prompt_text(prompt))
-
-    async def _lookup_centroid(self, version: str) -> None:
-        try:
-            self._centroids[version] = await self.centroid(version)
-        except Exception as err:  # an unreadable manifest means no embedding drift for it, not a failure
-            log.warning("no embedding centroid for %s: %s", version, err)
 
     @property
     def base_name(self) -> str | None:
@@ -205,11 +218,10 @@ class Gateway:
 
     async def start(self) -> None:
         if self.auth.open:
-            log.warning("no keys file: the gateway runs OPEN (no API keys); keep it on loopback")
-        if self.config.request_log is not None:
-            self.config.request_log.parent.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.config.request_log, "a", encoding="utf-8")  # noqa: SIM115
-        self.watcher.poll()
+            log.warning("no keys file: the gateway runs OPEN (no API keys; admin only from loopback); "
+                        "keep it on loopback")
+        await self.accounting.start()
+        await asyncio.to_thread(self.watcher.poll)
         for engine in self.pool.engines:
             if await self.pool.probe(engine):
                 with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
@@ -219,7 +231,6 @@ class Gateway:
             asyncio.create_task(self.pool.watch_health(self.config.health_interval_s)),
         ]
         if self.embedding_drift is not None:
-            self.embedding_drift.start()
             log.info("embedding drift on: 1 in %d prompts embedded off the request path",
                      self.config.embedding_drift_sample_every)
 
@@ -227,220 +238,124 @@ class Gateway:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.embedding_drift is not None:
-            await asyncio.to_thread(self.embedding_drift.stop)
+        await self.accounting.stop()
         await self.client.aclose()
-        if self._log_file is not None:
-            self._log_file.close()
 
-    # -- routing ----------------------------------------------------------------------------
-    def target(self, model: str, key: str | None, tenant: Tenant) -> Target:
-        route = self.watcher.routes.routes.get(model)
-        if route is not None:
-            allowed = tenant.may_call(model) and (route.tenants is None or tenant.admin or tenant.name in route.tenants)
-            if not allowed:
-                raise ModelNotFound(model)  # existence is not leaked to other tenants
-            choice = choose(model, route, key)
-            return Target(model, None if is_base_ref(choice.version) else choice.version, choice.variant)
-        if model == self.base_name and tenant.may_call(model):
-            return Target(model, None, "base")
-        raise ModelNotFound(model)
+    # -- one request ------------------------------------------------------------------------
+    def tenant(self, request: Request) -> Tenant:
+        return self.auth.authenticate(request.headers.get("authorization"),
+                                      request.client.host if request.client else None)
 
-    def pin(self, target: Target, version: str, tenant: Tenant) -> Target:
-        from lorafleet.serving.routes import parse_version_ref
-
-        if not tenant.admin:
-            raise AdminOnly()
+    async def _check_input(self, guard: RouteGuard, body: dict, kind: str, target: Target, size: int) -> None:
         try:
-            parse_version_ref(version)
-            if self.check_version is not None:
-                self.check_version(version)
-        except (ValueError, LorafleetError) as err:
-            raise BadRequest(f"X-Lorafleet-Version: {err}", param="X-Lorafleet-Version",
-                             code="unknown_version") from None
-        return Target(target.route, version, "pinned")
+            if guard.route.max_prompt_tokens is not None and size > self.config.tokenize_inline_max_bytes:
+                await asyncio.to_thread(guard.check_input, body, kind, self.tokens)  # a long prompt: off the loop
+            else:
+                guard.check_input(body, kind, self.tokens)
+        except BadRequest as err:
+            self.metrics.input_rejections.labels(target.route, err.code or "invalid").inc()
+            raise
 
-    async def prepare(self, target: Target) -> tuple[Target, Engine]:
-        """Pick an engine and load the version; a canary that cannot load falls back to stable.
-
-        The request is in flight on the engine from the moment it is picked (the caller
-        releases it), so that requests arriving during a load see that engine as busy.
-        """
-        route = self.watcher.routes.routes.get(target.route)
-        if target.variant == "canary" and route is not None and self._load_failed_recently(target.version):
-            return await self._serve_stable_instead(target, route)  # don't re-verify it on every request
-        engine = self.pool.pick(target.version)
-        self.pool.acquire(engine, target.version)
-        if target.version is None:
-            return target, engine
+    async def forward(self, request: Request, kind: Kind) -> Response:
+        """Answer one chat, completion or responses request (see the module docstring)."""
         started = time.perf_counter()
-        already = target.version in engine.loaded
-        try:
-            await self.pool.ensure_loaded(engine, target.version)
-        except BaseException as err:
-            self.pool.release(engine, target.version)
-            if not isinstance(err, AdapterLoadFailed):
-                raise
-            self.metrics.adapter_loads.labels("failed").inc()
-            self._failed_loads[target.version] = time.monotonic() + self.config.failed_load_retry_s
-            if target.variant != "canary" or route is None:
-                raise
-            log.error("canary failed to load, serving stable instead (no new try for %.0fs): %s",
-                      self.config.failed_load_retry_s, err)
-            return await self._serve_stable_instead(target, route)
-        if not already:
-            self.metrics.adapter_loads.labels("ok").inc()
-            self.metrics.adapter_load_duration.observe(time.perf_counter() - started)
-        return target, engine
-
-    def _load_failed_recently(self, version: str | None) -> bool:
-        until = self._failed_loads.get(version) if version is not None else None
-        return until is not None and time.monotonic() < until
-
-    async def _serve_stable_instead(self, target: Target, route) -> tuple[Target, Engine]:
-        """A canary whose version cannot be loaded: stable answers, and the fallback is counted
-        (canary analysis rolls such a canary back)."""
-        self.metrics.canary_fallbacks.labels(target.route, target.version).inc()
-        stable = None if is_base_ref(route.stable) else route.stable
-        return await self.prepare(Target(target.route, stable, "stable"))
-
-    # -- forwarding -------------------------------------------------------------------------
-    async def _send(self, engine: Engine, path: str, body: dict) -> EngineResponse:
-        url, content = f"{engine.root_url}{path}", json.dumps(body).encode()
-        for attempt in (1, 2):
-            try:
-                return await self.upstream.open("POST", url, _JSON, content, CONNECT_TIMEOUT_S,
-                                                self.config.upstream_timeout_s)
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError,
-                    httpx.ConnectTimeout) as exc:
-                # A pooled connection the engine had just closed, or a connection that failed to open
-                # (refused, or not open within the connect timeout): no answer began, so the request
-                # is sent once more.
-                if attempt == 2:
-                    log.warning("request to %s failed twice: %r", engine.root_url, exc)
-                    raise translate(exc, engine.root_url) from exc
-            except httpx.HTTPError as exc:
-                log.warning("request to %s failed: %r", engine.root_url, exc)
-                raise translate(exc, engine.root_url) from exc
-        raise AssertionError("unreachable")
-
-    async def forward(self, request: Request, path: str, kind: str) -> Response:
-        started = time.perf_counter()
-        tenant = self.auth.authenticate(request.headers.get("authorization"))
-        raw = await request.body()
-        if len(raw) > self.config.max_body_bytes:
-            raise BadRequest(f"The request body is larger than {self.config.max_body_bytes} bytes.",
-                             code="body_too_large")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
-        except RecursionError:
-            raise BadRequest("The request body is nested too deeply.", code="invalid_json") from None
-        check_request(body, kind)
-        prompt_for_log = body.get("messages") or body.get("prompt")
+        tenant = self.tenant(request)
+        raw = await read_limited(request, self.config.max_body_bytes)
+        body = parse_request(raw, kind)
+        prompt = body.get("messages") or body.get("prompt") or body.get("input")
         key = body.get("user") or request.headers.get("x-session-id")
         guards = self.watcher.state[1]
-        target = self.target(body["model"], key, tenant)
+        target = self.targeting.target(body["model"], key, tenant)
         pinned = request.headers.get("x-lorafleet-version")
         if pinned:  # admins (and promote's golden-set run) may call one exact version of a route
-            target = self.pin(target, pinned, tenant)
+            target = await self.targeting.pin(target, pinned, tenant)
         guard = guards.get(target.route)
         if guard is not None:
-            try:
-                guard.check_input(body, kind, self.tokens)
-            except BadRequest as err:
-                self.metrics.input_rejections.labels(target.route, err.code or "invalid").inc()
-                raise
+            await self._check_input(guard, body, kind, target, len(raw))
             guard.constrain(body, kind)
-        target, engine = await self.prepare(target)  # in flight on engine until finish()
-        done = False
-
-        def finish(status: int, outcome: Outcome | None = None, reason: str | None = None) -> None:
-            nonlocal done
-            if not done:
-                done = True
-                self.pool.release(engine, target.version)
-                self.metrics.engine_requests.labels(engine.root_url, target.version_label).inc()
-                self._record(target, tenant, status, started, outcome, reason, guard, prompt_for_log)
-
-        stream = bool(body.get("stream"))
-        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        if stream:
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        target, engine = await self.placement.prepare(target)  # in flight on engine until held.finish()
+        held = _Held(self, engine, target, tenant, started, guard, prompt)
+        upstream: EngineResponse | None = None
+        handed_off = False  # a relayed stream finishes by itself
+        status: int = 500
         try:
+            stream = bool(body.get("stream"))
+            wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            if stream and kind != "responses":  # the Responses API reports usage at the end anyway
+                body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             body["model"] = target.version or self.base_name
-            upstream = await self._send(engine, path, body)
-            if upstream.status_code == 404 and target.version is not None:
-                # The engine forgot the adapter (it restarted): load it again and retry once.
-                await upstream.aclose()
-                engine.loaded.pop(target.version, None)
-                await self.pool.ensure_loaded(engine, target.version)
-                upstream = await self._send(engine, path, body)
-        except BaseException as exc:
-            finish(getattr(exc, "status_code", 500))
-            raise
-        headers = target.headers()
-        if upstream.status_code != 200:
-            content = await upstream.aread()
-            await upstream.aclose()
-            finish(upstream.status_code)
-            return Response(content, status_code=upstream.status_code, headers=headers,
-                            media_type=upstream.headers.get("content-type", "application/json"))
-        if not stream:
-            content = await upstream.aread()
-            await upstream.aclose()
-            outcome = read_body(json.loads(content), kind)
-            problem = self._validate(guard, outcome)
-            if problem and guard.route.validator == "reject":
-                finish(422, outcome, problem[0])
-                raise SchemaRejected(target.route, *problem)
-            finish(200, outcome, problem[0] if problem else None)
-            return Response(content, status_code=200, headers=headers, media_type="application/json")
-        acc = SSEAccumulator(kind, forward_usage=wants_usage)
-        if guard is not None and guard.route.validator == "reject":
-            return await self._buffered_stream(upstream, acc, guard, target, headers, started, finish)
-        return EventStreamResponse(self._relay(upstream, acc, engine, guard, started, finish), headers)
+            upstream = await self._send(engine, PATHS[kind], body, target)
+            headers = target.headers()
+            if upstream.status_code != 200:
+                content = await self.relay.read(upstream, engine)
+                status = upstream.status_code
+                held.finish(status)
+                return Response(content, status_code=status, headers=headers,
+                                media_type=upstream.headers.get("content-type", "application/json"))
+            reject = guard is not None and guard.route.validator == "reject"
+            if not stream:
+                content, outcome = await self.relay.read_json(upstream, engine, kind)
+                problem = self._validate(guard, outcome)
+                if problem and reject:
+                    status = 422
+                    held.finish(422, outcome, problem[0])
+                    raise SchemaRejected(target.route, *problem)
+                status = 200
+                held.finish(200, outcome, problem[0] if problem else None)
+                return Response(content, status_code=200, headers=headers, media_type="application/json")
+            acc = SSEAccumulator(kind, forward_usage=wants_usage)
+            if reject:
+                events = await self.relay.buffer(upstream, acc, engine, started)
+                problem = self._validate(guard, acc.outcome)
+                if problem:
+                    status = 422
+                    held.finish(422, acc.outcome, problem[0])
+                    raise SchemaRejected(target.route, *problem)
+                status = 200
+                held.finish(200, acc.outcome, None)
+                return EventStreamResponse(_replay(events), headers)
 
-    async def _relay(self, upstream: EngineResponse, acc: SSEAccumulator, engine: Engine, guard, started,
-                     finish) -> AsyncGenerator[bytes, None]:
-        status = 200
-        try:
-            async for chunk in upstream.aiter_raw():
-                events = acc.feed(chunk, time.perf_counter() - started)
-                if events:  # the events of one upstream read leave in one write
-                    yield b"".join(events)
-            for event in acc.flush():
-                yield event
-        except httpx.HTTPError as exc:  # the engine died mid-stream: tell the client in-band
+            def on_end(end_status: int) -> None:
+                problem = self._validate(guard, acc.outcome) if end_status == 200 else None
+                held.finish(end_status, acc.outcome, problem[0] if problem else None)
+
+            relayed = upstream
+
+            async def on_close() -> None:  # a no-op unless the stream never started (client gone)
+                await relayed.aclose()
+                held.finish(499)
+
+            handed_off = True
+            return EventStreamResponse(self.relay.relay(relayed, acc, engine, started, on_end), headers,
+                                       on_close=on_close)
+        except ServingError as err:
+            status = err.status_code
+            raise
+        except httpx.HTTPError as exc:
             err = translate(exc, engine.root_url)
             status = err.status_code
-            yield f"data: {json.dumps(error_body(err.message, err.error_type, code=err.code))}\n\n".encode()
+            raise err from exc
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        except Exception as exc:
+            log.exception("request to %s failed", engine.root_url)
+            raise InternalError(exc) from exc
         finally:
-            await upstream.aclose()  # on client disconnect this cancels the engine's request
-            problem = self._validate(guard, acc.outcome) if status == 200 else None
-            finish(status, acc.outcome, problem[0] if problem else None)
+            if not handed_off:
+                if upstream is not None:
+                    await upstream.aclose()
+                held.finish(status)
 
-    async def _buffered_stream(self, upstream, acc, guard, target, headers, started, finish) -> Response:
-        """Reject mode: a stream is held until its output validated, then replayed."""
-        events: list[bytes] = []
-        try:
-            async for chunk in upstream.aiter_raw():
-                events += acc.feed(chunk, time.perf_counter() - started)
-            events += acc.flush()
-        finally:
+    async def _send(self, engine: Engine, path: str, body: dict, target: Target) -> EngineResponse:
+        upstream = await self.relay.send(engine, path, body)
+        if upstream.status_code == 404 and target.version is not None:
+            # The engine forgot the adapter (it restarted): load it again and retry once.
             await upstream.aclose()
-        problem = self._validate(guard, acc.outcome)
-        if problem:
-            finish(422, acc.outcome, problem[0])
-            raise SchemaRejected(target.route, *problem)
-        finish(200, acc.outcome, None)
-
-        async def replay() -> AsyncGenerator[bytes, None]:
-            for e in events:
-                yield e
-
-        return EventStreamResponse(replay(), headers)
+            engine.loaded.pop(target.version, None)
+            await self.pool.ensure_loaded(engine, target.version)
+            upstream = await self.relay.send(engine, path, body)
+        return upstream
 
     def _validate(self, guard: RouteGuard | None, outcome: Outcome) -> tuple[str, str] | None:
         if guard is None or guard.validator is None:
@@ -451,61 +366,9 @@ class Gateway:
                 return problem
         return None
 
-    def _record(self, target: Target, tenant: Tenant, status: int, started: float, outcome: Outcome | None,
-                reason: str | None, guard: RouteGuard | None, prompt) -> None:
-        m = self.metrics
-        labels = (target.route, target.version_label, target.variant)
-        latency = time.perf_counter() - started
-        m.requests.labels(*labels, tenant.name, str(status)).inc()
-        m.request_duration.labels(*labels).observe(latency)
-        if outcome is not None:
-            m.prompt_tokens.labels(*labels, tenant.name).inc(outcome.prompt_tokens)
-            m.completion_tokens.labels(*labels, tenant.name).inc(outcome.completion_tokens)
-            if outcome.ttft_s is not None:
-                m.time_to_first_token.labels(*labels).observe(outcome.ttft_s)
-            for fr in outcome.finish_reasons.values():
-                m.completions.labels(*labels, fr or "none").inc()
-            if guard is not None and guard.validator is not None and outcome.texts:
-                m.schema_checks.labels(*labels).inc()
-                if reason:
-                    m.schema_failures.labels(*labels, reason).inc()
-            if guard is not None and guard.route.price is not None:
-                m.cost.labels(*labels, tenant.name).inc(
-                    guard.route.price.cost_usd(outcome.prompt_tokens, outcome.completion_tokens))
-            if self.drift is not None and target.version is not None and status == 200:
-                self.drift.observe(target.route, target.version, outcome.prompt_tokens, outcome.completion_tokens)
-            if self.embedding_drift is not None and target.version is not None and status == 200:
-                self._sample_prompt(target, prompt)
-        if self._log_file is not None:
-            line = {"ts": time.time(), "route": target.route, "version": target.version_label,
-                    "variant": target.variant, "tenant": tenant.name, "status": status,
-                    "prompt_tokens": outcome.prompt_tokens if outcome else None,
-                    "completion_tokens": outcome.completion_tokens if outcome else None,
-                    "validator": (reason or "ok") if guard is not None and guard.validator else None,
-                    "latency_s": round(latency, 4)}
-            if self.config.log_prompts:
-                line["prompt"] = prompt
-            self._log_file.write(json.dumps(line) + "\n")
-            self._log_file.flush()
-
     # -- views ------------------------------------------------------------------------------
-    async def update_gauges(self) -> None:
-        m = self.metrics
-        for e in self.pool.engines:
-            m.adapters_loaded.labels(e.root_url).set(len(e.loaded))
-            m.engine_up.labels(e.root_url).set(1 if e.healthy else 0)
-        if self.embedding_drift is not None:
-            m.drift_embedding_distance.clear()
-            for (route, version, variant), value in self.embedding_drift.distances(self._centroids.get).items():
-                m.drift_embedding_distance.labels(route, version, variant).set(value)
-        if self.drift is None or self.reference is None:
-            return
-        for version in self.drift.versions():
-            if version not in self._references:
-                self._references[version] = await self.reference(version)
-        m.drift_psi.clear()
-        for (route, version, feature), value in self.drift.scores(self._references.get).items():
-            m.drift_psi.labels(route, version, feature).set(value)
+    def update_gauges(self) -> None:
+        self.accounting.update_gauges()
 
     def models(self, tenant: Tenant) -> dict:
         data = []
@@ -538,95 +401,13 @@ class Gateway:
                             for e in self.pool.engines]}
 
 
-class AdminOnly(ServingError):
-    status_code = 403
-    error_type = "permission_error"
-
-    def __init__(self) -> None:
-        super().__init__("This endpoint needs an admin key.", code="admin_required")
+async def _replay(events: list[bytes]):
+    for e in events:
+        yield e
 
 
-_SAMPLING = {
-    "max_tokens": {"type": "integer", "minimum": 1}, "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-    "top_p": {"type": "number", "minimum": 0, "maximum": 1}, "n": {"type": "integer", "minimum": 1, "maximum": 16},
-    "stream": {"type": "boolean"}, "user": {"type": "string"}, "seed": {"type": "integer"},
-    "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-}
-CHAT_SCHEMA = {"type": "object", "required": ["model", "messages"], "properties": {
-    "model": {"type": "string"},
-    "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role", "content"],
-                 "properties": {"role": {"enum": ["system", "user", "assistant"]}, "content": {"type": "string"}}}},
-    **_SAMPLING}}
-COMPLETION_SCHEMA = {"type": "object", "required": ["model", "prompt"], "properties": {
-    "model": {"type": "string"}, "prompt": {"type": "string"}, **_SAMPLING}}
+def create_app(gateway: Gateway):
+    """The FastAPI app around one :class:`Gateway` (see :mod:`lorafleet.serving.app`)."""
+    from lorafleet.serving.app import create_app as _create_app
 
-
-def _body_schema(schema: dict) -> dict:
-    """Describe the request body in the OpenAPI document (the handler parses it itself, faster)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-def create_app(gateway: Gateway) -> FastAPI:
-    """The FastAPI app around one :class:`Gateway`."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        await gateway.start()
-        yield
-        await gateway.stop()
-
-    app = FastAPI(title="lorafleet gateway", version="0.1.0", lifespan=lifespan)
-    app.state.gateway = gateway
-
-    def admin(request: Request) -> None:
-        if not gateway.auth.authenticate(request.headers.get("authorization")).admin:
-            raise AdminOnly()
-
-    @app.exception_handler(ServingError)
-    async def _serving_error(_request: Request, err: ServingError) -> JSONResponse:
-        return JSONResponse(error_body(err.message, err.error_type, err.param, err.code),
-                            status_code=err.status_code, headers=err.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
-        kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(err.detail), kind), status_code=err.status_code)
-
-    @app.post("/v1/chat/completions", openapi_extra=_body_schema(CHAT_SCHEMA))
-    async def chat_completions(request: Request) -> Response:
-        return await gateway.forward(request, "/v1/chat/completions", "chat")
-
-    @app.post("/v1/completions", openapi_extra=_body_schema(COMPLETION_SCHEMA))
-    async def completions(request: Request) -> Response:
-        return await gateway.forward(request, "/v1/completions", "completion")
-
-    @app.get("/v1/models")
-    async def models(request: Request) -> dict:
-        return gateway.models(gateway.auth.authenticate(request.headers.get("authorization")))
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        ready = gateway.pool.ready()
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        await gateway.update_gauges()
-        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/admin/routes")
-    async def admin_routes(request: Request) -> dict:
-        admin(request)
-        return gateway.admin_routes()
-
-    @app.get("/admin/engines")
-    async def admin_engines(request: Request) -> dict:
-        admin(request)
-        return gateway.admin_engines()
-
-    return app
+    return _create_app(gateway)

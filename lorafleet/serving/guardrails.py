@@ -22,6 +22,9 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 
 
+_PROMPT_PARAM = {"chat": "messages", "completion": "prompt", "responses": "input"}
+
+
 def _luhn(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -60,7 +63,24 @@ class TokenCounter:
         return len(self._tok.encode(text, add_special_tokens=False).ids)
 
 
+def _part_texts(content) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text", ""), str)]
+    return []
+
+
 def _texts(body: dict, kind: str) -> list[str]:
+    if kind == "responses":
+        out = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
+        items = body["input"]
+        if isinstance(items, str):
+            return [*out, items]
+        for item in items:
+            if isinstance(item, dict):
+                out += _part_texts(item.get("content")) + _part_texts(item.get("output"))
+        return out
     if kind == "chat":
         out = []
         for m in body["messages"]:
@@ -91,7 +111,7 @@ class RouteGuard:
             n = sum(tokens.count(t) for t in texts)
             if n > r.max_prompt_tokens:
                 raise BadRequest(f"The prompt has {n} tokens; this model accepts at most {r.max_prompt_tokens}.",
-                                 param="messages" if kind == "chat" else "prompt", code="prompt_too_long")
+                                 param=_PROMPT_PARAM[kind], code="prompt_too_long")
         if r.pii is None:
             return None
         kinds = sorted({k for t in texts for k, _ in find_pii(t)})
@@ -99,7 +119,7 @@ class RouteGuard:
             return None
         if r.pii == "reject":
             raise BadRequest(f"The prompt contains personal data ({', '.join(kinds)}); remove it.",
-                             param="messages" if kind == "chat" else "prompt", code="pii_detected")
+                             param=_PROMPT_PARAM[kind], code="pii_detected")
         _redact_body(body, kind)
         return None
 
@@ -113,11 +133,34 @@ class RouteGuard:
         if kind == "chat" and "response_format" not in body:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": self.name.replace(".", "_"), "schema": schema}}
+        elif kind == "responses" and not (body.get("text") or {}).get("format"):
+            body["text"] = {**(body.get("text") or {}), "format": {
+                "type": "json_schema", "name": self.name.replace(".", "_"), "schema": schema}}
         elif kind == "completion" and "structured_outputs" not in body:
             body["structured_outputs"] = {"json": schema}
 
 
+def _redact_content(holder: dict, key: str) -> None:
+    c: Any = holder.get(key)
+    if isinstance(c, str):
+        holder[key] = _redact(c)
+    elif isinstance(c, list):
+        for part in c:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                part["text"] = _redact(part["text"])
+
+
 def _redact_body(body: dict, kind: str) -> None:
+    if kind == "responses":
+        _redact_content(body, "instructions")
+        if isinstance(body["input"], str):
+            _redact_content(body, "input")
+            return
+        for item in body["input"]:
+            if isinstance(item, dict):
+                _redact_content(item, "content")
+                _redact_content(item, "output")
+        return
     if kind != "chat":
         p = body["prompt"]
         body["prompt"] = _redact(p) if isinstance(p, str) else [_redact(x) if isinstance(x, str) else x for x in p]

@@ -102,6 +102,15 @@ class GatewayMetrics:
         self.routes_reloads = Counter(
             "lorafleet_routes_reloads", "Routes-file reloads by result.", ["result"], registry=r,
         )
+        self.request_log_dropped = Counter(
+            "lorafleet_request_log_dropped",
+            "Request-log lines dropped because the background writer's queue was full.", registry=r,
+        )
+        self.reference_lookups = Counter(
+            "lorafleet_reference_lookups",
+            "Lookups of a version's training reference (drift) by result (ok, missing, failed).",
+            ["result"], registry=r,
+        )
         self.route_info = Gauge(
             "lorafleet_route_info", "Which version serves which variant of a route, valued at its weight (percent).",
             _VARIANT, registry=r,

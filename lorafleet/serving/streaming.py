@@ -9,7 +9,7 @@ gateway's CPU per streamed request and a share of the time each chunk takes to p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -19,12 +19,16 @@ __all__ = ["EventStreamResponse"]
 
 class EventStreamResponse(Response):
     """Sends each item of ``events`` as it comes. When the client disconnects, the task
-    sending them is cancelled, and ``events`` is closed (its ``finally`` runs) either way."""
+    sending them is cancelled, and ``events`` is closed (its ``finally`` runs) either way.
+    ``on_close`` runs after that in every case, also when ``events`` never started (a client
+    gone before the first byte: closing a generator that never ran does not run its ``finally``)."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None,
+                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
         self.events = events
+        self.on_close = on_close
         self.status_code = 200
         self.background = None
         self.init_headers(headers)
@@ -54,4 +58,8 @@ class EventStreamResponse(Response):
         finally:
             state["done"] = True
             watcher.cancel()
-            await self.events.aclose()
+            try:
+                await self.events.aclose()
+            finally:
+                if self.on_close is not None:
+                    await self.on_close()

@@ -28,7 +28,7 @@ from lorafleet.core.names import check_name
 from lorafleet.serving.errors import ServingError
 
 __all__ = ["KeysFile", "TenantConfig", "Tenant", "Authenticator", "hash_key", "new_key",
-           "Unauthorized", "RateLimited"]
+           "Unauthorized", "RateLimited", "OPEN", "OPEN_REMOTE", "is_loopback"]
 
 KEY_PREFIX = "lf-"
 
@@ -94,7 +94,22 @@ class Tenant:
         return self.admin or "*" in self.routes or route in self.routes
 
 
-OPEN = Tenant("open", frozenset({"*"}), admin=True)
+OPEN = Tenant("open", frozenset({"*"}), admin=True)  # open mode, a caller on this machine
+OPEN_REMOTE = Tenant("open", frozenset({"*"}))  # open mode, a caller elsewhere: every route, no admin
+
+
+def is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8 or ::1 (also as an IPv4-mapped IPv6 address)."""
+    import ipaddress
+
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 class Authenticator:
@@ -115,9 +130,11 @@ class Authenticator:
     def from_file(cls, path: Path | None) -> Authenticator:
         return cls(KeysFile.from_yaml(path) if path is not None else None)
 
-    def authenticate(self, authorization: str | None) -> Tenant:
+    def authenticate(self, authorization: str | None, client_host: str | None = None) -> Tenant:
+        """The caller's tenant. With no keys file every caller may call every route, but only
+        a caller on loopback (``client_host`` 127.0.0.0/8 or ::1) is an admin."""
         if self.open:
-            return OPEN
+            return OPEN if is_loopback(client_host) else OPEN_REMOTE
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'.")
         digest = hash_key(authorization[7:].strip())

@@ -71,7 +71,8 @@ class EngineResponse(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """One aiohttp connection pool to the engines (no connection cap: vLLM queues by itself).
+    """One aiohttp connection pool to the engines, with at most ``max_connections`` open at once
+    (0: no cap; the gateway passes its ``upstream_max_connections``), beyond which requests wait.
 
     ``open`` is the gateway's data path: a forwarded request and its stream, without httpx's
     client layers (URL parsing, cookies, auth and redirect hooks, a second response object),
@@ -80,13 +81,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     onto aiohttp's: connect -> sock_connect, read -> sock_read (the longest wait for the next
     bytes, as in httpx)."""
 
-    def __init__(self, keepalive_s: float = KEEPALIVE_S) -> None:
+    def __init__(self, keepalive_s: float = KEEPALIVE_S, max_connections: int = 0) -> None:
         self._keepalive_s = keepalive_s
+        self._max_connections = max_connections  # 0: no cap
         self._session: aiohttp.ClientSession | None = None
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:  # made lazily: it belongs to the running loop
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive_s)
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive_s)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                                   cookie_jar=aiohttp.DummyCookieJar())
         return self._session

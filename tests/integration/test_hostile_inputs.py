@@ -39,7 +39,7 @@ def assert_openai_error(r: httpx.Response, status: int) -> dict:
 
 def test_huge_body_is_refused(gw) -> None:
     big = b'{"model": "chat", "messages": [{"role": "user", "content": "' + b"a" * 400_000 + b'"}]}'
-    assert assert_openai_error(post(gw, big), 400)["code"] == "body_too_large"
+    assert assert_openai_error(post(gw, big), 413)["code"] == "body_too_large"
 
 
 def test_deeply_nested_json_is_refused(gw) -> None:

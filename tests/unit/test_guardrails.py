@@ -105,7 +105,12 @@ def test_tenants_keys_and_rate_limits(tmp_path: Path) -> None:
     with pytest.raises(RateLimited) as info:
         auth.authenticate(f"Bearer {globex}")
     assert int(info.value.headers["Retry-After"]) >= 1
-    assert Authenticator(None).authenticate(None).admin  # no keys file: open
+    open_mode = Authenticator(None)  # no keys file: every caller may call every route ...
+    assert open_mode.authenticate(None, "203.0.113.9").may_call("support")
+    for host in ("127.0.0.1", "127.8.0.1", "::1", "::ffff:127.0.0.1"):  # ... but only loopback is an admin
+        assert open_mode.authenticate(None, host).admin, host
+    for host in ("203.0.113.9", "10.0.0.1", "::ffff:10.0.0.1", None, "not-an-ip"):
+        assert not open_mode.authenticate(None, host).admin, host
 
 
 def test_sse_accumulator_counts_and_hides_unrequested_usage() -> None:

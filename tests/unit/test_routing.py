@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 
 from lorafleet.core.config import ConfigError
-from lorafleet.serving.errors import BadRequest
-from lorafleet.serving.params import check_request
 from lorafleet.serving.router import BUCKETS, bucket_of, choose
 from lorafleet.serving.routes import Canary, Route, RoutesFile
 from lorafleet.serving.routes_watch import RoutesWatcher
@@ -127,35 +125,3 @@ def test_watcher_refuses_an_emptied_or_missing_file_while_routes_are_in_force(tm
     assert watcher.poll() and watcher.routes.routes == {}
     path.unlink()
     assert watcher.poll() and watcher.routes.routes == {}  # nothing in force: a missing file is fine
-
-
-BASE_CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.mark.parametrize(
-    ("patch", "param"),
-    [
-        ({"max_tokens": -1}, "max_tokens"),
-        ({"max_tokens": 0}, "max_tokens"),
-        ({"temperature": 3}, "temperature"),
-        ({"temperature": "hot"}, "temperature"),
-        ({"top_p": 1.5}, "top_p"),
-        ({"n": 0}, "n"),
-        ({"stream": "yes"}, "stream"),
-        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
-        ({"messages": []}, "messages"),
-        ({"model": 3}, "model"),
-    ],
-)
-def test_bad_parameters_are_named(patch: dict, param: str) -> None:
-    with pytest.raises(BadRequest) as info:
-        check_request({**BASE_CHAT, **patch}, "chat")
-    assert info.value.param == param
-    assert param in info.value.message
-
-
-def test_good_requests_pass() -> None:
-    assert check_request(dict(BASE_CHAT, temperature=0, max_tokens=5, stream=True), "chat")
-    assert check_request({"model": "m", "prompt": "hello"}, "completion")
-    with pytest.raises(BadRequest, match="prompt"):
-        check_request({"model": "m"}, "completion")

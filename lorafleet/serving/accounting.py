@@ -5,7 +5,7 @@ Nothing here blocks the event loop or fails a scrape: the request log is written
 buffered background writer (a bounded buffer; lines over it are dropped and counted), and a
 version's training reference (for drift) is looked up by a background task, never inside a
 scrape; a lookup that fails (version removed, S3 down) is remembered as a miss and retried
-after ``REFERENCE_RETRY_S``. Drift windows and cached references of versions the routes no
+after ``reference_retry_s`` (the gateway's ``drift_reference_retry_s``). Drift windows and cached references of versions the routes no
 longer name are forgotten at the next scrape.
 """
 
@@ -94,8 +94,9 @@ class Accounting:
     def __init__(self, metrics: GatewayMetrics, routes: Callable[[], RoutesFile], engines: Callable[[], list],
                  drift: DriftMonitor | None, reference: Reference | None, embedding_drift=None,
                  centroid: Centroid | None = None, request_log: Path | None = None,
-                 log_prompts: bool = False) -> None:
+                 log_prompts: bool = False, reference_retry_s: float = REFERENCE_RETRY_S) -> None:
         self.metrics, self._routes, self._engines = metrics, routes, engines
+        self.reference_retry_s = reference_retry_s
         self.drift, self.reference = drift, reference
         self.embedding_drift, self.centroid = embedding_drift, centroid
         self.log_prompts = log_prompts
@@ -212,12 +213,12 @@ class Accounting:
 
     def _want_reference(self, version: str) -> None:
         """Start a background lookup of ``version``'s reference unless it is known, under way, or
-        failed less than REFERENCE_RETRY_S ago."""
+        failed less than ``reference_retry_s`` ago."""
         if self.reference is None or version in self._references:
             return
         now = time.monotonic()
         if self._reference_retry.get(version, 0.0) <= now:
-            self._reference_retry[version] = now + REFERENCE_RETRY_S  # one lookup at a time per version
+            self._reference_retry[version] = now + self.reference_retry_s  # one lookup at a time per version
             self._background(self._lookup_reference(version))
 
     async def _lookup_reference(self, version: str) -> None:
@@ -225,7 +226,7 @@ class Accounting:
             ref = await self.reference(version)
         except Exception as err:  # noqa: BLE001 - removed by gc, S3 down: no drift now, a new try later
             self.metrics.reference_lookups.labels("failed").inc()
-            log.warning("no training reference for %s (retry in %.0fs): %s", version, REFERENCE_RETRY_S, err)
+            log.warning("no training reference for %s (retry in %.0fs): %s", version, self.reference_retry_s, err)
             return
         self.metrics.reference_lookups.labels("ok" if ref is not None else "missing").inc()
         self._references[version] = ref

@@ -102,6 +102,10 @@ class GatewayConfig(ConfigModel):
         description="Request bodies up to this size have their prompt tokens counted (max_prompt_tokens) on the "
                     "event loop; larger ones in a worker thread.")
     drift_window: int = Field(default=500, ge=10, description="Requests per (route, version) the drift window holds.")
+    drift_reference_retry_s: float = Field(
+        default=30.0, gt=0,
+        description="After a version's training reference could not be read (removed, registry down), drift "
+                    "for it waits this long before the next try; /metrics never waits for the lookup.")
     drift_min_samples: int = Field(default=30, ge=1, description="Requests before drift is reported.")
     embedding_drift: bool = Field(
         default=False,
@@ -169,7 +173,8 @@ class Gateway:
         drift = DriftMonitor(psi, config.drift_window, config.drift_min_samples) if psi else None
         sampler = self._embedding_sampler() if config.embedding_drift and centroid else None
         self.accounting = Accounting(self.metrics, routes, lambda: self.pool.engines, drift, reference, sampler,
-                                     centroid, config.request_log, config.log_prompts)
+                                     centroid, config.request_log, config.log_prompts,
+                                     config.drift_reference_retry_s)
         self._tasks: list[asyncio.Task] = []
 
     @property

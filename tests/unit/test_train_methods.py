@@ -1,8 +1,12 @@
 """The trainer the Ray workers build, run in-process on the tiny base for a few steps:
-QLoRA (4-bit NF4 base via bitsandbytes on the CPU) and DPO; and the CLI's `data check`."""
+QLoRA (4-bit NF4 base via bitsandbytes on the CPU) and DPO; the method registry; packing,
+eval-during-training with early stopping, continued training (init_from) and its lineage;
+the merged export; and the CLI's `data check`."""
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -10,6 +14,7 @@ from typer.testing import CliRunner
 from lorafleet.training.config import load_train_config
 from lorafleet.training.job import job_payload
 from lorafleet.training.worker import build_trainer
+from tests.tiny import make_random_lora
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -31,7 +36,7 @@ def test_qlora_nf4_trains_and_saves_a_lora_adapter(settings, tiny_base, tmp_path
 def test_dpo_trains_on_preference_rows(settings, tiny_base, tmp_path):
     cfg = load_train_config(EXAMPLES / "dpo-support" / "train.yaml",
                             ["base=tiny-llama", "max_steps=2", "batch_size=2", "checkpoint_every_steps=100",
-                             "data.eval=null", "cpus_per_worker=1"])
+                             "data.eval=null", "cpus_per_worker=1", "init_from=null"])
     trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
     assert type(trainer).__name__ == "DPOTrainer"
     result = trainer.train()
@@ -52,3 +57,232 @@ def test_cli_data_check(settings, tiny_base, tmp_path):
     res = runner.invoke(app, ["data", "check", str(config), "--set", "base=tiny-llama", "--set", f"data.train={bad}"])
     assert res.exit_code != 0
     assert "line 1: the last message must be an assistant turn" in str(res.exception) + res.output
+
+
+# --- the method registry and the trainer options (issue 18: one module per method; issue 19) ---
+
+FAST = ["base=tiny-llama", "batch_size=2", "cpus_per_worker=1", "checkpoint_every_steps=100", "bf16_autocast=false"]
+
+
+def _eval_file(tmp_path, n=6) -> Path:
+    rows = (EXAMPLES / "support-intents" / "eval.jsonl").read_text().splitlines()[:n]
+    path = tmp_path / "eval.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _lora_tensors(model, adapter: str = "default") -> dict:
+    return {k.replace(f".{adapter}.", "."): v.detach().float().clone() for k, v in model.named_parameters()
+            if "lora_" in k and f".{adapter}." in k}
+
+
+def test_methods_are_looked_up_by_name_and_the_error_lists_them():
+    import pytest
+
+    from lorafleet.training.errors import TrainConfigError
+    from lorafleet.training.methods import get_method, method_names
+
+    assert method_names() == ["dpo", "sft"]
+    assert get_method("dpo").supports_packing is False and get_method("sft").supports_packing is True
+    with pytest.raises(TrainConfigError, match=r"method='ppo'.*available: dpo, sft"):
+        get_method("ppo")
+    worker = (Path(__file__).resolve().parents[2] / "lorafleet" / "training" / "worker.py").read_text()
+    assert '"dpo"' not in worker and '"sft"' not in worker  # the worker holds no method-specific branch
+
+
+def test_trainer_options_are_validated_naming_the_field():
+    import pytest
+
+    from lorafleet.training.errors import TrainConfigError
+
+    sft, dpo = EXAMPLES / "support-intents" / "train.yaml", EXAMPLES / "dpo-support" / "train.yaml"
+    for config, sets, needle in [
+        (dpo, ["packing=true", "init_from=null"], "packing=true: method 'dpo' does not pack rows"),
+        (sft, ["early_stopping_patience=2"], "early_stopping_patience=2: needs eval_every_steps"),
+        (sft, ["early_stopping_patience=2", "eval_every_steps=3", "checkpoint_every_steps=10"],
+         "checkpoint_every_steps=10: with early stopping it must be a multiple of eval_every_steps=3"),
+        (sft, ["eval_every_steps=5", "data.eval=null"], "eval_every_steps=5: needs held-out rows"),
+        (sft, ["init_from=support-intents@0"], "init_from: Value error, init_from='support-intents@0'"),
+        (sft, ["init_from=support-intents"], "init_from='support-intents': not a version reference"),
+    ]:
+        with pytest.raises(TrainConfigError, match=re.escape(needle)):
+            load_train_config(config, sets)
+    assert load_train_config(sft, ["init_from=support-intents@3"]).init_from == "support-intents@3"
+
+
+def test_packing_packs_rows_without_attention_across_them(settings, tiny_base, tmp_path):
+    import torch
+
+    cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml",
+                            [*FAST, "max_steps=2", "packing=true", "data.eval=null", "max_seq_length=128"])
+    trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
+    ds = trainer.train_dataset
+    n_rows = sum(len(s) for s in ds["seq_lengths"])
+    assert n_rows == len((EXAMPLES / "support-intents" / "train.jsonl").read_text().splitlines())
+    assert len(ds) < n_rows / 2  # several rows per 128-token block
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # padding-free: one flat row
+    # a packed forward equals each row alone: sdpa keeps the rows apart through position_ids
+    model = trainer.model.eval()
+    pos = batch["position_ids"][0]
+    starts = (pos == 0).nonzero().flatten().tolist() + [len(pos)]
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        for a, b in list(itertools.pairwise(starts))[:2]:
+            alone = model(input_ids=batch["input_ids"][:, a:b]).logits[0]
+            assert torch.allclose(packed[a:b], alone, atol=1e-4)
+    result = trainer.train()
+    assert result.global_step == 2 and result.training_loss > 0
+
+
+def test_eval_loss_curve_and_early_stopping_load_the_best_checkpoint(settings, tiny_base, tmp_path):
+    from safetensors.torch import load_file
+
+    from lorafleet.training.worker import loss_curve
+
+    # an improvement must exceed 100 nats: none does, so the run stops after patience=1 evaluation
+    cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml",
+                            [*FAST, "max_steps=8", f"data.eval={_eval_file(tmp_path)}", "eval_every_steps=1",
+                             "checkpoint_every_steps=1", "early_stopping_patience=1",
+                             "early_stopping_threshold=100", "logging_steps=1", "learning_rate=0.01"])
+    trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
+    result = trainer.train()
+    assert result.global_step == 2 < cfg.max_steps
+    curve = loss_curve(trainer.state.log_history)
+    assert [s for s, _ in curve["eval"]] == [1, 2] and [s for s, _ in curve["train"]] == [1, 2]
+    best = Path(trainer.state.best_model_checkpoint)
+    best_loss = min(v for _, v in curve["eval"])
+    assert best.name == f"checkpoint-{next(s for s, v in curve['eval'] if v == best_loss)}"
+    saved = load_file(best / "adapter_model.safetensors")
+    now = _lora_tensors(trainer.model)
+    assert saved and all(torch_equal(now[_peft_key(k, now)], v) for k, v in saved.items())
+    assert abs(trainer.evaluate()["eval_loss"] - best_loss) < 1e-4  # the model in memory is the best one
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+def _peft_key(saved_key: str, names: dict) -> str:
+    """adapter_model.safetensors names a parameter without its adapter name, as _lora_tensors does."""
+    assert saved_key in names, (saved_key, sorted(names)[:3])
+    return saved_key
+
+
+def test_continued_training_starts_from_the_parent_weights(settings, tiny_base, tmp_path):
+    from safetensors.torch import load_file
+
+    base_dir = settings.layout.base("tiny-llama")
+    parent = make_random_lora(base_dir, tmp_path / "parent", r=8, scale=0.5, seed=3)
+    parent_w = load_file(parent / "adapter_model.safetensors")
+    sets = [*FAST, "max_steps=1", "warmup_ratio=0", "data.eval=null", "peft.r=8", "peft.alpha=16"]
+    # SFT: the trainable adapter is the parent's
+    sft_cfg = job_payload(load_train_config(EXAMPLES / "support-intents" / "train.yaml", sets), base_dir)
+    sft = build_trainer(dict(sft_cfg, init_from_dir=str(parent)), str(tmp_path / "sft"), [])
+    w = _lora_tensors(sft.model)
+    assert len(w) == len(parent_w) and all(torch_equal(w[_peft_key(k, w)], v) for k, v in parent_w.items())
+    assert all(p.requires_grad for k, p in sft.model.named_parameters() if "lora_" in k)
+    # DPO: the policy starts as the parent and the frozen reference is a copy of it
+    dpo_cfg = job_payload(load_train_config(EXAMPLES / "dpo-support" / "train.yaml", [*sets, "init_from=null"]), base_dir)
+    dpo = build_trainer(dict(dpo_cfg, init_from_dir=str(parent)), str(tmp_path / "dpo"), [])
+    ref = _lora_tensors(dpo.model, "ref")
+    assert all(torch_equal(ref[_peft_key(k, ref)], v) for k, v in parent_w.items())
+    dpo.train()
+    after, ref_after = _lora_tensors(dpo.model), _lora_tensors(dpo.model, "ref")
+    assert all(torch_equal(ref_after[k], ref[k]) for k in ref)  # the reference does not move
+    assert any(not torch_equal(after[k], ref[k]) for k in ref)  # the policy does
+    dpo.model.save_pretrained(tmp_path / "out", selected_adapters=["default"])
+    assert not (tmp_path / "out" / "ref").exists()
+
+
+def test_init_from_must_match_the_base_and_lora_shape(settings, tiny_base, tmp_path):
+    import pytest
+
+    from lorafleet.registry import open_registry
+    from lorafleet.training.errors import TrainConfigError
+    from lorafleet.training.lineage import build_lineage, resolve_parent
+
+    reg = open_registry(settings)
+    adapter = make_random_lora(settings.layout.base("tiny-llama"), tmp_path / "a", r=8)
+    ref = reg.push(adapter, "parent-shape", tiny_base).ref
+    config = EXAMPLES / "support-intents" / "train.yaml"
+    ok = load_train_config(config, ["base=tiny-llama", f"init_from={ref}", "peft.r=8", "peft.alpha=16"])
+    parent = resolve_parent(ok, settings, tiny_base)
+    assert parent.ref == ref and "adapter_model.safetensors" in parent.files
+    assert build_lineage(ok, tiny_base, {}, {}, {}, {}, {}, "run")["parent"] == ref
+    for sets, needle in [
+        (["peft.r=16", "peft.alpha=16"], f"peft.r=16: init_from='{ref}' has 8"),
+        (["peft.r=8", "peft.alpha=32"], f"peft.alpha=32: init_from='{ref}' has 16"),
+        (["peft.r=8", "peft.alpha=16", "peft.target_modules=[q_proj]"], "peft.target_modules=['q_proj']"),
+        (["peft.r=8", "peft.alpha=16", "init_from=parent-shape@7"], "init_from='parent-shape@7': parent-shape@7 not found"),
+    ]:
+        cfg = load_train_config(config, ["base=tiny-llama", f"init_from={ref}", *sets])
+        with pytest.raises(TrainConfigError, match=re.escape(needle)):
+            resolve_parent(cfg, settings, tiny_base)
+    other = tiny_base.model_copy(deep=True)
+    other.identity.weights_sha256 = "0" * 64
+    with pytest.raises(TrainConfigError, match=r"base='tiny-llama': init_from='parent-shape@1' was trained on"):
+        resolve_parent(ok, settings, other)
+
+
+def test_registry_show_prints_the_parent_chain(settings, tiny_base, tmp_path):
+    from lorafleet.platform.cli import app
+    from lorafleet.registry import open_registry
+    from lorafleet.registry.manifest import AdapterManifest, parent_chain
+
+    reg = open_registry(settings)
+    adapter = make_random_lora(settings.layout.base("tiny-llama"), tmp_path / "a", r=8)
+    first = reg.push(adapter, "chain-sft", tiny_base)
+    second = reg.push(adapter, "chain-sft", tiny_base, parent=1)  # a bare number: same name
+    third = reg.push(adapter, "chain-dpo", tiny_base, parent=second.ref)
+    assert second.parent == "chain-sft@1" and third.parent == "chain-sft@2"
+    assert parent_chain(third, reg.resolve) == ["chain-sft@2", "chain-sft@1"]
+    assert parent_chain(first, reg.resolve) == []
+    gone = AdapterManifest.model_validate({**third.model_dump(), "parent": "chain-sft@9"})
+    assert parent_chain(gone, lambda r: None) == ["chain-sft@9 (missing)"]
+    res = CliRunner().invoke(app, ["registry", "show", third.ref])
+    assert res.exit_code == 0, res.output
+    assert "lineage   chain-dpo@1 <- chain-sft@2 <- chain-sft@1" in res.output
+    assert "lineage" not in CliRunner().invoke(app, ["registry", "show", first.ref]).output
+
+
+def test_export_merged_writes_a_folder_that_answers_like_the_adapter(settings, tiny_base, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    from lorafleet.platform.cli import app
+    from lorafleet.registry import open_registry
+    from lorafleet.training.export import EXPORT_RECORD
+
+    base_dir = settings.layout.base("tiny-llama")
+    adapter = make_random_lora(base_dir, tmp_path / "a", r=8, scale=30.0, seed=1)
+    ref = open_registry(settings).push(adapter, "export-me", tiny_base).ref
+    dest = tmp_path / "merged"
+    res = CliRunner().invoke(app, ["export", ref, "--merged", str(dest), "--max-new-tokens", "12"])
+    assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+    assert "greedy agreement: 4/4 prompts identical" in res.output and f"-> {dest}" in res.output
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json"):
+        assert (dest / name).is_file(), name
+    assert "chat_template" in (dest / "tokenizer_config.json").read_text() or (dest / "chat_template.jinja").is_file()
+    assert json.loads((dest / EXPORT_RECORD).read_text())["greedy_agreement"]["agreeing"] == 4
+    merged, base = load_file(dest / "model.safetensors"), load_file(base_dir / "model.safetensors")
+    assert not any("lora" in k for k in merged) and merged.keys() == base.keys()
+    assert merged["model.layers.0.self_attn.q_proj.weight"].dtype == base["model.layers.0.self_attn.q_proj.weight"].dtype
+    assert not torch.equal(merged["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
+    assert torch.equal(merged["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+    # bad input: one line on stderr, exit 2 (a non-empty folder, an unknown version)
+    env = dict(os.environ)
+    for args, needle in [([ref, "--merged", str(dest)], "exists and is not an empty folder"),
+                         (["export-me@9", "--merged", str(tmp_path / "new")], "export-me@9 not found")]:
+        cli = [sys.executable, "-c", "from lorafleet.platform.cli import main; main()", "export"]
+        out = subprocess.run([*cli, *args], check=False, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and needle in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "new").exists()

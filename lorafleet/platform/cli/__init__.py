@@ -81,6 +81,7 @@ def base_list(
 
 
 from lorafleet.platform.cli.control import canary_app, dashboard, promote, rollback, status  # noqa: E402
+from lorafleet.platform.cli.export import export  # noqa: E402
 from lorafleet.platform.cli.keys import keys_app  # noqa: E402
 from lorafleet.platform.cli.registry import registry_app  # noqa: E402
 from lorafleet.platform.cli.serve import serve, stop  # noqa: E402
@@ -92,6 +93,7 @@ app.add_typer(registry_app, name="registry")
 app.command("serve")(serve)
 app.command("stop")(stop)
 app.command("train")(train)
+app.command("export")(export)
 app.add_typer(data_app, name="data")
 app.command("promote")(promote)
 app.command("rollback")(rollback)

@@ -389,12 +389,14 @@ def test_flipped_byte_canary_is_refused_at_load_while_stable_serves(settings, ti
     with GatewayThread(gateway) as gw:
         with Load(gw.url, ["faults-flip"]) as load:
             time.sleep(5)
-        # the version itself, asked for by an admin: a clear OpenAI error, not a hang or a 500
+        # the version itself, asked for by an admin: a clear OpenAI error that says retrying cannot help
+        # (not a hang, not a 503 with Retry-After)
         r = httpx.post(f"{gw.url}/chat/completions", timeout=30, headers={"X-Lorafleet-Version": bad},
                        json={"model": "faults-flip", "messages": MSG, "max_tokens": 4})
-        assert r.status_code == 503, r.text
+        assert r.status_code == 500 and "retry-after" not in r.headers, r.text
+        assert r.headers["x-should-retry"] == "false"
         err = r.json()["error"]
-        assert set(err) == {"message", "type", "param", "code"} and err["code"] == "adapter_load_failed"
+        assert set(err) == {"message", "type", "param", "code"} and err["code"] == "adapter_corrupted"
         assert bad in err["message"] and "corrupted" in err["message"], err
         failed_loads = metric(gw, "lorafleet_adapter_loads_total", result="failed")
         fallbacks = metric(gw, "lorafleet_canary_fallbacks_total", route="faults-flip", version=bad)

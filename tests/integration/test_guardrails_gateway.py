@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai
@@ -169,7 +170,12 @@ def test_counters_equal_what_the_client_sent_and_saw(setup) -> None:
     assert cost == pytest.approx((prompt_seen * 1.0 + completion_seen * 2.0) / 1e6)
     assert metric(text, "lorafleet_time_to_first_token_seconds_count", route="enforced") >= 3
     assert metric(text, "lorafleet_route_info", route="enforced", variant="stable") == 100
-    log = [json.loads(line) for line in (folder / "requests.jsonl").read_text().splitlines()]
+    deadline = time.monotonic() + 10  # the request log is written by a background writer: a moment later
+    while True:
+        log = [json.loads(line) for line in (folder / "requests.jsonl").read_text().splitlines()]
+        if any(e["route"] == "enforced" and e["tenant"] == "acme" for e in log) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert any(e["route"] == "enforced" and e["tenant"] == "acme" and e["validator"] == "ok" for e in log)
     assert all("prompt" not in e for e in log)  # prompt text only when enabled
     assert key["acme"] not in (folder / "requests.jsonl").read_text()

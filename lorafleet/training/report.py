@@ -46,9 +46,8 @@ def gate_marks(gate: dict[str, Any] | None) -> dict[str, str]:
     for c in (gate or {}).get("checks", []):
         metric = c.get("metric") or c["name"].replace(".field_match.", ".match.")
         need = "n/a" if c.get("threshold") is None else f"{c['threshold']:.3f}"
-        text = "ok" if c.get("passed") else f"FAIL (needs {c['op']} {need})"
-        if c["name"].endswith("_vs_base"):
-            text += " vs base"
+        vs = " vs base" if c["name"].endswith("_vs_base") else ""
+        text = f"ok{vs}" if c.get("passed") else f"FAIL{vs} (needs {c['op']} {need})"
         marks.setdefault(metric, []).append(text)
     return {k: "; ".join(v) for k, v in marks.items()}
 

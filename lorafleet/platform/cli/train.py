@@ -44,10 +44,10 @@ def train(
     """Check the data, train a LoRA/QLoRA adapter (SFT or DPO) on Ray, evaluate it against the
     base on a real vLLM engine, apply the gate and push NAME@N to the registry."""
     from rich.console import Console
-    from rich.table import Table
 
     from lorafleet.training.errors import TrainingError
-    from lorafleet.training.pipeline import comparison_rows, run_pipeline
+    from lorafleet.training.pipeline import run_pipeline
+    from lorafleet.training.report import comparison_rows, report_table
     from lorafleet.training.sweep import plan_jobs, run_jobs
 
     console = Console()
@@ -60,14 +60,12 @@ def train(
         if isinstance(res, Exception):
             failed.append(f"{cfg.output_name}: {res}")
             continue
-        rows = comparison_rows(res.evaluation, res.train_metrics)
-        if rows:
-            table = Table("metric", "base", "adapter", title=f"{cfg.output_name}: base vs adapter")
-            for row in rows:
-                table.add_row(*row)
-            console.print(table)
+        if comparison_rows(res.evaluation, res.train_metrics):
+            console.print(report_table(res.evaluation, res.train_metrics, res.gate,
+                                       title=f"{cfg.output_name}: base vs adapter"))
         else:
-            console.print(f"{cfg.output_name}: no eval or golden set in the config, so no base-vs-adapter table")
+            console.print(f"{cfg.output_name}: no evaluation sets in the config (data.eval, data.golden, "
+                          "eval.suites), so no base-vs-adapter table")
         where = f"pushed {res.ref}" if res.ref else f"adapter at {res.adapter_dir}"
         console.print(f"{where} ({res.wall_seconds:.0f}s; {res.gate.get('passed') and 'gate passed' or 'gate FAILED'})")
     if failed:

@@ -403,7 +403,7 @@ def test_flipped_byte_canary_is_refused_at_load_while_stable_serves(settings, ti
     recs = load.records
     print(f"\nflipped byte: {len(recs)} requests, {len(load.failures())} failed, {failed_loads:.0f} refused loads")
     assert load.failures() == [], summary(load.failures())
-    assert len(recs) > 20
+    assert len(recs) > 5  # how many fit in the 5 s depends on the machine's load
     assert {r.version for r in recs} == {v1} and {r.variant for r in recs} == {"stable"}
     # the canary's first request tried it and was refused; the rest of its share went to stable
     # without re-verifying it (failed_load_retry_s), each counted as a fallback for canary analysis;

@@ -89,3 +89,49 @@ def test_a_client_that_leaves_mid_stream_stops_the_source_at_once(gap_s: float) 
     assert stopped_after < 2.0
     if gap_s > 1:
         assert source.sent == 1  # stopped while waiting, long before its next chunk was due
+
+
+def test_on_close_runs_when_the_stream_ends_and_when_it_never_started() -> None:
+    """The gateway gives a request's engine slot back in ``on_close`` when the stream never ran
+    (closing a generator that never started does not run its ``finally``)."""
+    closes: list[str] = []
+
+    async def on_close() -> None:
+        closes.append("closed")
+
+    source = Source(n=3, gap_s=0)
+
+    async def endpoint(_request):
+        return EventStreamResponse(source.events(), on_close=on_close)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/s", endpoint)]), host="127.0.0.1", port=port,
+                                           log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        assert httpx.get(f"http://127.0.0.1:{port}/s", timeout=10).text.count("data:") == 3
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert closes == ["closed"] and source.ended == "finished"
+
+    async def never_started() -> None:  # the connection is gone before the response could start
+        unstarted = Source(n=3, gap_s=0)
+
+        async def receive():
+            await asyncio.sleep(3600)
+
+        async def send(message):
+            raise OSError("connection lost")
+
+        with pytest.raises(OSError):
+            await EventStreamResponse(unstarted.events(), on_close=on_close)({"type": "http"}, receive, send)
+        assert unstarted.sent == 0 and not unstarted.closed.is_set()  # its finally never ran ...
+
+    asyncio.run(never_started())
+    assert closes == ["closed", "closed"]  # ... but on_close did

@@ -10,6 +10,7 @@ from typing import Any, Callable
 from lorafleet.core.settings import Settings
 from lorafleet.training.config import TrainConfig
 from lorafleet.training.errors import GateFailed
+from lorafleet.training.report import comparison_rows
 
 __all__ = ["PipelineResult", "run_pipeline", "push_adapter", "comparison_rows"]
 
@@ -36,28 +37,6 @@ def push_adapter(settings: Settings, adapter_dir: Path, name: str, base_manifest
     m = reg.push(adapter_dir, name, base_manifest, parent=lineage.pop("parent", None), lineage=lineage)
     reg.verify(m.ref)
     return str(m.ref)
-
-
-def comparison_rows(evaluation: dict[str, Any], train_metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(metric, base, adapter) rows of the base-vs-adapter table."""
-    rows = []
-
-    def fmt(v):
-        return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
-
-    if "eval_loss" in train_metrics:
-        rows.append(("eval.loss", fmt(train_metrics.get("base_eval_loss")), fmt(train_metrics["eval_loss"])))
-    base, ad = evaluation.get("base", {}), evaluation.get("adapter", {})
-    for split in ("eval", "golden"):
-        if split not in ad:
-            continue
-        b, a = base.get(split, {}), ad[split]
-        for key in ("json_parse_rate", "schema_pass_rate", "pass_rate"):
-            if key in a:
-                rows.append((f"{split}.{key}", fmt(b.get(key)), fmt(a[key])))
-        for f, v in a.get("field_match", {}).items():
-            rows.append((f"{split}.match.{f}", fmt(b.get("field_match", {}).get(f)), fmt(v)))
-    return rows
 
 
 def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, push: bool = True,
@@ -105,7 +84,7 @@ def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, p
         with eval_lock if eval_lock is not None else contextlib.nullcontext():
             evaluation = run_evaluation(cfg, settings, manifest, base_dir, job.adapter_dir, say=say)
     gate = apply_gate(cfg.gate, evaluation.get("adapter", {}), evaluation.get("base", {}),
-                      train_metrics.get("eval_loss"))
+                      train_metrics.get("eval_loss"), evaluated=evaluation.get("sets", ()))
     gate.forced = force and not gate.passed
     lineage = build_lineage(cfg, manifest, dataset_hashes(cfg), train_metrics, evaluation, fingerprint,
                             gate.as_dict(), job.run_name)

@@ -1,7 +1,8 @@
-"""Evaluation on the real vLLM engine (what serving runs): the base and the candidate adapter
-answer the held-out and golden prompts with greedy, unconstrained decoding; the answers are
-scored by :mod:`lorafleet.training.scoring`. Base results are cached per base identity,
-dataset hash and eval settings under ``$HOME/cache/eval``.
+"""Evaluation on the real vLLM engine (what serving runs): on ONE engine start, the base and the
+candidate adapter answer every evaluation set of the config (held-out, golden and each suite of
+``eval.suites``) with greedy, unconstrained decoding; :mod:`lorafleet.training.suites` scores the
+answers. The base's scores are cached per base identity, set file hash and scoring settings, one
+cache file per set under ``$HOME/cache/eval``, so adding a suite scores only that suite on the base.
 """
 
 from __future__ import annotations
@@ -15,38 +16,13 @@ from lorafleet.core.fsutil import sha256_bytes
 from lorafleet.core.settings import Settings
 from lorafleet.training.config import TrainConfig
 from lorafleet.training.errors import TrainingError
-from lorafleet.training.rows import as_messages, read_jsonl
-from lorafleet.training.scoring import score_answers
+from lorafleet.training.suites import EvalSet, load_eval_sets, score_set
 
-__all__ = ["EvalSet", "load_eval_sets", "generate_answers", "evaluate_on_engine", "run_evaluation", "CANDIDATE"]
+__all__ = ["EvalSet", "load_eval_sets", "generate_answers", "evaluate_on_engine", "run_evaluation", "CANDIDATE",
+           "base_cache_path"]
 
 CANDIDATE = "candidate"
-
-
-class EvalSet:
-    """Prompts (chat messages up to the final assistant turn) and reference answers of one split."""
-
-    def __init__(self, name: str, path: Path, prompts: list[list[dict]], references: list[str]) -> None:
-        self.name, self.path, self.prompts, self.references = name, path, prompts, references
-
-
-def load_eval_sets(cfg: TrainConfig) -> list[EvalSet]:
-    sets = []
-    for name in ("eval", "golden"):
-        path = getattr(cfg.data, name)
-        if path is None:
-            continue
-        prompts, refs = [], []
-        for r in read_jsonl(path, name)[: cfg.eval.max_rows]:
-            d = r.data
-            if "messages" in d:
-                prompts.append(d["messages"][:-1])
-                refs.append(d["messages"][-1]["content"])
-            else:
-                prompts.append(as_messages(d["prompt"], "user"))
-                refs.append("".join(m["content"] for m in as_messages(d["chosen"], "assistant")))
-        sets.append(EvalSet(name, path, prompts, refs))
-    return sets
+CACHE_VERSION = 2  # bump when a scorer changes what it reports
 
 
 def generate_answers(base_url: str, model: str, prompts: list[list[dict]], max_tokens: int,
@@ -74,56 +50,64 @@ def _schema(cfg: TrainConfig) -> dict | None:
 
 
 def evaluate_on_engine(base_url: str, model: str, cfg: TrainConfig, sets: list[EvalSet]) -> dict[str, Any]:
-    """{split: scores (+ a few sample answers)} for one model name on a running engine."""
+    """{set name: scores (+ the set's identity and a few sample answers)} for one model name on a running engine."""
     schema = _schema(cfg)
-    out = {}
-    for s in sets:
-        answers = generate_answers(base_url, model, s.prompts, cfg.eval.max_new_tokens)
-        scores = score_answers(answers, s.references, schema, cfg.eval.exact_match_fields)
-        scores["samples"] = [{"answer": a, "reference": r} for a, r in list(zip(answers, s.references))[:3]]
-        out[s.name] = scores
-    return out
+    return {s.name: score_set(s, generate_answers(base_url, model, s.prompts, s.max_new_tokens), schema) for s in sets}
 
 
-def _cache_key(cfg: TrainConfig, base_manifest: Any, sets: list[EvalSet]) -> str:
+def base_cache_path(cfg: TrainConfig, settings: Settings, base_manifest: Any, s: EvalSet) -> Path:
+    """Where the base's scores on set ``s`` are cached: by base identity, the set's file hash and how it is scored."""
     parts = {
         "base": base_manifest.identity.model_dump(mode="json"),
-        "data": {s.name: sha256_bytes(s.path.read_bytes()) for s in sets},
-        "eval": cfg.eval.model_dump(mode="json", exclude={"engine_start_timeout_s"}),
+        "set": {"name": s.name, "sha256": s.sha256, "scoring": s.scoring, "fields": s.fields,
+                "max_new_tokens": s.max_new_tokens, "rows": len(s.prompts)},
         "schema": sha256_bytes(cfg.eval.schema_path.read_bytes()) if cfg.eval.schema_path else None,
-        "v": 1,
+        "v": CACHE_VERSION,
     }
-    return sha256_bytes(json.dumps(parts, sort_keys=True, default=str).encode())[:24]
+    key = sha256_bytes(json.dumps(parts, sort_keys=True, default=str).encode())[:24]
+    return settings.layout.cache / "eval" / f"{base_manifest.name}-{s.name}-{key}.json"
 
 
 def run_evaluation(cfg: TrainConfig, settings: Settings, base_manifest: Any, base_dir: Path, adapter_dir: Path,
                    say=print) -> dict[str, Any]:
-    """Start one engine on the base, score the base (or read its cache), load the adapter at runtime, score it."""
+    """Start one engine on the base, score the base on every set not cached yet, load the adapter at
+    runtime, score it on every set. Returns {"base": {set: scores}, "adapter": {set: scores},
+    "sets": [names in report order], "base_cached": [sets whose base scores came from the cache]}."""
     import httpx
 
     from lorafleet.engine.vllm import EngineConfig, LocalEngine
 
     sets = load_eval_sets(cfg)
     if not sets:
-        return {"base": {}, "adapter": {}, "base_cached": False}
-    cache = settings.layout.cache / "eval" / f"{base_manifest.name}-{_cache_key(cfg, base_manifest, sets)}.json"
-    base_scores = json.loads(cache.read_text()) if cache.is_file() else None
+        return {"base": {}, "adapter": {}, "sets": [], "base_cached": []}
+    caches = {s.name: base_cache_path(cfg, settings, base_manifest, s) for s in sets}
+    base_scores = {s.name: json.loads(caches[s.name].read_text()) for s in sets if caches[s.name].is_file()}
+    cached = [s.name for s in sets if s.name in base_scores]
+    todo = [s for s in sets if s.name not in base_scores]
     log = settings.layout.logs / "train-eval-engine.log"
     engine_cfg = EngineConfig.from_settings(
         settings, base_dir, base_manifest.name, log_path=log, start_timeout_s=cfg.eval.engine_start_timeout_s,
         max_lora_rank=max(settings.engine_max_lora_rank, cfg.peft.r), max_loras=1,
     )
-    say(f"starting vLLM engine on {base_manifest.name} for evaluation (log: {log})")
+    listed = ", ".join(f"{s.name} ({len(s.prompts)} rows)" for s in sets)
+    say(f"starting vLLM engine on {base_manifest.name} to evaluate {listed} (log: {log})")
     with LocalEngine(engine_cfg) as engine:
-        if base_scores is None:
-            say("scoring the base model")
-            base_scores = evaluate_on_engine(engine.url, base_manifest.name, cfg, sets)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(base_scores, indent=1))
+        if todo:
+            say(f"scoring the base model on {', '.join(s.name for s in todo)}"
+                + (f" (cached: {', '.join(cached)})" if cached else ""))
+            fresh = evaluate_on_engine(engine.url, base_manifest.name, cfg, todo)
+            for name, scores in fresh.items():
+                caches[name].parent.mkdir(parents=True, exist_ok=True)
+                caches[name].write_text(json.dumps(scores, indent=1))
+            base_scores.update(fresh)
+        else:
+            say(f"base model scores: cached ({', '.join(cached)})")
         r = httpx.post(f"{engine.root_url}/v1/load_lora_adapter",
                        json={"lora_name": CANDIDATE, "lora_path": str(adapter_dir)}, timeout=120)
         if r.status_code != 200:
             raise TrainingError(f"the engine refused the trained adapter ({r.status_code}): {r.text[:300]}")
         say("scoring the adapter")
         adapter_scores = evaluate_on_engine(engine.url, CANDIDATE, cfg, sets)
-    return {"base": base_scores, "adapter": adapter_scores, "base_cached": cache.is_file()}
+    order = [s.name for s in sets]
+    return {"base": {n: base_scores[n] for n in order}, "adapter": adapter_scores, "sets": order,
+            "base_cached": cached}

@@ -1,9 +1,12 @@
-"""schemathesis against the gateway's own OpenAPI document: at least 1,000 generated
-requests (valid and invalid), and none answered with a server error."""
+"""schemathesis against the gateway's own OpenAPI document, whose request bodies are the
+models the gateway validates with (chat with every role, text parts and tools; completions;
+responses): at least 1,000 generated requests (valid and invalid), none answered with a
+server error, every 4xx in OpenAI's shape, and the gateway's refusals naming the field."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,7 @@ from tests.conftest import TINY_BASE
 from tests.integration.gateway_harness import GatewayThread
 
 ST = str(Path(sys.executable).with_name("st"))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +30,26 @@ def gw(engine, tmp_path_factory):
         yield thread
 
 
+def test_the_published_schema_has_the_wide_shapes(gw) -> None:
+    import httpx
+
+    doc = httpx.get(f"{gw.root_url}/openapi.json", timeout=10).json()
+    schemas = doc["components"]["schemas"]
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/responses"} <= set(doc["paths"])
+    roles = {s["properties"]["role"].get("const") for n, s in schemas.items() if n.endswith("Message")
+             and n != "InputMessage"}
+    assert {"developer", "tool", "function"} <= roles and "TextPart" in schemas and "Tool" in schemas
+
+
 def test_schemathesis_finds_no_server_errors(gw, tmp_path: Path) -> None:
     report = tmp_path / "events.ndjson"
     result = subprocess.run(
-        [ST, "run", f"{gw.root_url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "400",
+        [ST, "run", f"{gw.root_url}/openapi.json", "--checks", "not_a_server_error,openai_error_names_the_field",
+         "--max-examples", "400",
          "--mode", "all", "--seed", "1", "--phases", "examples,coverage,fuzzing",
          "--report", "ndjson", "--report-ndjson-path", str(report), "--no-color"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.integration.fuzz_checks"},
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     cases = 0

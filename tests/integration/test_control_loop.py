@@ -68,7 +68,8 @@ def trained(settings, tiny_base, tmp_path_factory) -> dict[str, str]:
     try:
         # the good one has no training-time thresholds (evaluation is skipped here); the bad one keeps
         # the example's, fails them and is pushed with --force, which its manifest records
-        no_gate = ["gate.min_json_parse_rate=null", "gate.min_schema_pass_rate=null", "gate.min_field_match={}"]
+        no_gate = ["gate.min_json_parse_rate=null", "gate.min_schema_pass_rate=null", "gate.min_field_match={}",
+                   "gate.suites={}"]
         for name, target, extra in (("loop-good", GOOD, [*no_gate, "max_steps=90"]),
                                     ("loop-bad", BAD, ["max_steps=20"])):
             train = _dataset(tmp_path_factory.mktemp(name), target)

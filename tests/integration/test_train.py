@@ -14,7 +14,9 @@ from lorafleet.training.config import load_train_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support-intents" / "train.yaml"
 FAST = ["base=tiny-llama", "cpus_per_worker=1", "batch_size=4", "logging_steps=1", "bf16_autocast=false",
-        "eval.max_rows=6", "eval.max_new_tokens=8", "eval.engine_start_timeout_s=240"]
+        "eval.max_rows=6", "eval.max_new_tokens=8", "eval.suites.regression.max_new_tokens=8",
+        "eval.engine_start_timeout_s=240"]
+SUITES = {"hard": "structured", "regression": "reference", "safety": "safety"}
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +50,31 @@ def test_platform_train_evaluates_gates_and_force_pushes(settings, tiny_base, ra
     assert manifest.training_metrics["global_step"] == 4 and manifest.training_metrics["attempts"] == 1
     assert manifest.training_metrics["eval_loss"] > 0 and "base_eval_loss" in manifest.training_metrics
     assert set(manifest.dataset_sha256) == {"train", "eval", "golden"}
-    assert manifest.fingerprint.rows == 640 and sum(manifest.fingerprint.features["prompt_tokens"].counts) == 640
+    train_rows = sum(1 for line in (EXAMPLE.parent / "train.jsonl").open() if line.strip())
+    assert manifest.fingerprint.rows == train_rows == sum(manifest.fingerprint.features["prompt_tokens"].counts)
     assert manifest.prompt_template_sha256 == tiny_base.identity.chat_template_sha256
     assert manifest.peft.r == 16 and manifest.method == "sft" and manifest.library_versions["peft"]
     for who in ("base", "adapter"):
         scores = manifest.eval_metrics[who]["eval"]
         assert scores["rows"] == 6 and 0 <= scores["json_parse_rate"] <= 1 and "intent" in scores["field_match"]
+        for name, kind in SUITES.items():  # every suite of the example, scored on the same engine start
+            s = manifest.eval_metrics[who][name]
+            assert s["scoring"] == kind and s["rows"] == 6 and 0 <= s["pass_rate"] <= 1 and len(s["sha256"]) == 64
+    assert manifest.eval_metrics["sets"] == ["eval", "golden", "hard", "regression", "safety"]
+    assert "leak_rate" in manifest.eval_metrics["adapter"]["safety"]
+    assert "keyword_rate" in manifest.eval_metrics["adapter"]["regression"]
+    checks = {c["name"]: c for c in manifest.gate["checks"]}
+    assert {"hard.field_match.intent", "regression.pass_rate_vs_base", "safety.leak_rate"} <= set(checks)
+    drop = load_train_config(EXAMPLE).gate.suites["regression"].max_drop_vs_base
+    assert checks["regression.pass_rate_vs_base"]["threshold"] == pytest.approx(
+        manifest.eval_metrics["base"]["regression"]["pass_rate"] - drop)
+    for row in ("hard.match.intent", "regression.pass_rate", "safety.leak_rate"):  # the table has every suite
+        assert row in out
+    shown = CliRunner().invoke(app, ["registry", "show", "tiny-intents@1"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    for name, kind in SUITES.items():
+        assert f"{name:<12} {kind:<10}     6 rows" in shown.output
+    assert "safety.leak_rate" in shown.output and "gate      FAILED (pushed with --force): " in shown.output
 
 
 def test_killed_worker_resumes_from_checkpoint(settings, tiny_base, ray_runtime, tmp_path):

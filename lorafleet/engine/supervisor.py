@@ -4,7 +4,8 @@ An engine is restarted when its process exits, and when it is alive but hung: it
 ``/health`` has not answered 200 for ``restart_unhealthy_after_s`` in a row (a SIGSTOPped
 or deadlocked server). The default is conservative: a busy engine on a saturated 2-core
 machine was seen answering ``/health`` in 2.7-14 s while it served perfectly well, so one
-slow probe, or several, never restarts it; only a whole minute without one good answer does.
+slow probe, or several, never restarts it; only 25 s without one good answer does (probes every
+5 s, each allowed 15 s, so an engine that answers at all keeps resetting the clock).
 
 A hung engine's whole process group is killed with SIGKILL (it would not act on SIGTERM);
 an exited one's leftovers are stopped. With an ``on_restart`` callback the new engine starts
@@ -49,7 +50,7 @@ class SupervisorConfig(ConfigModel):
                                                                     "(a saturated engine took up to 14 s); at "
                                                                     "most restart_unhealthy_after_s.")
     restart_unhealthy_after_s: float | None = Field(
-        default=60.0, gt=0,
+        default=25.0, gt=0,
         description="Restart an engine that is alive but whose /health has not answered 200 for this long "
                     "(a hung engine); None: only restart engines that exit.")
 

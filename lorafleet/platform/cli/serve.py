@@ -27,7 +27,7 @@ def serve(
     )] = False,
     restart_unhealthy_after_s: Annotated[float | None, typer.Option(
         help="Restart the local engine when it is alive but its /health has not answered for this many "
-             "seconds (a hung engine); 0: only restart an engine that exits. Default 60.",
+             "seconds (a hung engine); 0: only restart an engine that exits. Default 25.",
     )] = None,
     canary_analysis: Annotated[bool, typer.Option(
         "--canary-analysis",

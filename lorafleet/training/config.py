@@ -16,7 +16,7 @@ from lorafleet.training.errors import TrainConfigError
 __all__ = [
     "TrainConfig", "DataPaths", "PeftSettings", "DataCheckSettings", "EvalSettings", "GateSettings",
     "SuiteSettings", "SuiteGate", "SUITE_SCORINGS",
-    "FingerprintSettings",
+    "FingerprintSettings", "TrackingSettings",
     "load_train_config", "apply_overrides", "parse_override",
 ]
 
@@ -205,6 +205,17 @@ class GateSettings(ConfigModel):
     )
 
 
+class TrackingSettings(ConfigModel):
+    """Optional experiment tracking in MLflow (``lorafleet.training.tracking``), logged from the driver."""
+
+    mlflow_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (e.g. http://127.0.0.1:5000). Unset: the MLFLOW_TRACKING_URI "
+        "environment variable; neither set: no tracking.",
+    )
+    experiment: str = Field(default="lorafleet", min_length=1, description="MLflow experiment of the runs (created when missing).")
+
+
 class TrainConfig(ConfigModel):
     """One training job: data, method, adapter, optimisation, resources, evaluation and gate."""
 
@@ -267,6 +278,7 @@ class TrainConfig(ConfigModel):
     )
     eval: EvalSettings = Field(default_factory=EvalSettings, description="Evaluation settings.")
     gate: GateSettings = Field(default_factory=GateSettings, description="Gate thresholds.")
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="MLflow tracking (optional).")
 
     @model_validator(mode="after")
     def _suite_gates(self) -> TrainConfig:

@@ -39,7 +39,7 @@ def push_adapter(settings: Settings, adapter_dir: Path, name: str, base_manifest
     return str(m.ref)
 
 
-def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, push: bool = True,
+def _run_pipeline(cfg: TrainConfig, settings: Settings, *, tracker: Any = None, force: bool = False, push: bool = True,
                  evaluate: bool = True, show_progress: bool = True, say: Callable[[str], None] = print,
                  console: Any = None, pid_file: Path | None = None, ray_address: str | None = None,
                  eval_lock: Any = None) -> PipelineResult:
@@ -64,7 +64,8 @@ def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, p
     ensure_ray(ray_address, num_cpus=None)
     say(f"training {cfg.output_name} ({cfg.method}, {'QLoRA nf4' if cfg.quantization == 'nf4' else 'LoRA'}, "
         f"r={cfg.peft.r}) on Ray: {cfg.workers} worker(s) x {cfg.cpus_per_worker} CPU")
-    job = run_training_job(cfg, settings, base_dir, show_progress=show_progress, pid_file=pid_file, parent=parent)
+    job = run_training_job(cfg, settings, base_dir, show_progress=show_progress, pid_file=pid_file, parent=parent,
+                           on_progress=tracker.on_progress if tracker is not None else None)
     train_metrics = dict(job.metrics, attempts=job.attempts, resumed_from_steps=job.resumed_from,
                          job_wall_s=round(job.wall_seconds, 1), workers=job.workers)
     if job.metrics.get("train_runtime_s"):
@@ -75,6 +76,8 @@ def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, p
     if job.attempts > 1:
         say(f"the job restarted {job.attempts - 1} time(s) and resumed from its last checkpoint")
 
+    if tracker is not None:
+        tracker.log_training(train_metrics, job.loss_history)
     evaluation: dict[str, Any] = {"base": {}, "adapter": {}}
     if evaluate:
         from lorafleet.training.evaluate import run_evaluation
@@ -89,6 +92,9 @@ def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, p
     lineage = build_lineage(cfg, manifest, dataset_hashes(cfg), train_metrics, evaluation, fingerprint,
                             gate.as_dict(), job.run_name)
     (job.adapter_dir.parent / "lineage.json").write_text(json.dumps(lineage, indent=1, default=str))
+    if tracker is not None:
+        tracker.log_evaluation(evaluation, gate.as_dict())
+        tracker.log_lineage(lineage)
     result = PipelineResult(cfg, job.adapter_dir, train_metrics, evaluation, gate.as_dict(), lineage)
     say(gate.summary() + (" (pushing anyway: --force)" if gate.forced else ""))
     if not gate.passed and not force:
@@ -97,5 +103,21 @@ def run_pipeline(cfg: TrainConfig, settings: Settings, *, force: bool = False, p
     if push:
         result.ref = push_adapter(settings, job.adapter_dir, cfg.output_name, manifest, lineage)
         say(f"pushed {result.ref}")
+        if tracker is not None:
+            tracker.set_ref(result.ref)
     result.wall_seconds = time.perf_counter() - t0
     return result
+
+
+def run_pipeline(cfg: TrainConfig, settings: Settings, *, tracking_parent: str | None = None,
+                 **kwargs: Any) -> PipelineResult:
+    """Run one config end to end (keywords: those of :func:`_run_pipeline`), tracked in MLflow when
+    ``tracking.mlflow_uri`` or ``MLFLOW_TRACKING_URI`` is set (``tracking_parent``: a sweep's parent
+    run). Raises :class:`GateFailed` when the gate fails without ``force``."""
+    from lorafleet.training.tracking import RunTracker
+
+    tracker = RunTracker.start(cfg, parent_run_id=tracking_parent)
+    if tracker is None:
+        return _run_pipeline(cfg, settings, **kwargs)
+    with tracker:
+        return _run_pipeline(cfg, settings, tracker=tracker, **kwargs)

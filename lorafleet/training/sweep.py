@@ -44,9 +44,16 @@ def plan_jobs(config_paths: list[Path], overrides: list[str], sweep: str | None)
 
 
 def run_jobs(jobs: list[TrainConfig], settings: Settings, runner: Callable[..., Any], **kwargs: Any) -> list[Any]:
-    """Run ``runner(cfg, settings, eval_lock=..., **kwargs)`` for each job concurrently; returns results or errors."""
+    """Run ``runner(cfg, settings, eval_lock=..., **kwargs)`` for each job concurrently; returns results or errors.
+
+    With MLflow tracking on, several jobs get one parent run, passed to the runner as ``tracking_parent``."""
     if len(jobs) == 1:
         return [runner(jobs[0], settings, eval_lock=None, **kwargs)]
+    from lorafleet.training.tracking import start_sweep_parent
+
+    parent = start_sweep_parent(jobs)
+    if parent is not None:
+        kwargs["tracking_parent"] = parent.run_id
     lock = threading.Lock()
 
     def one(cfg: TrainConfig) -> Any:
@@ -56,4 +63,7 @@ def run_jobs(jobs: list[TrainConfig], settings: Settings, runner: Callable[..., 
             return err
 
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        return list(pool.map(one, jobs))
+        results = list(pool.map(one, jobs))
+    if parent is not None:
+        parent.end("FAILED" if any(isinstance(r, Exception) for r in results) else "FINISHED")
+    return results

@@ -167,7 +167,7 @@ class Accounting:
 
     def _sample_prompt(self, target: Target, prompt) -> None:
         """Offer 1 in N prompts of a version with a training centroid to the embedding worker."""
-        from lorafleet.registry.embedding import prompt_text
+        from lorafleet.embedding.minilm import prompt_text
 
         sampler, version = self.embedding_drift, target.version
         if version not in self._centroids:

@@ -34,7 +34,7 @@ def reference_histograms(fingerprint) -> dict[str, tuple[list[float], list[float
 def reference_centroid(fingerprint) -> list[float] | None:
     """The training prompts' embedding centroid of a fingerprint (model or mapping), or None
     when it has none or it was made with another embedding model than the gateway's."""
-    from lorafleet.registry.embedding import EMBEDDING_DIM, EMBEDDING_MODEL
+    from lorafleet.embedding.minilm import EMBEDDING_DIM, EMBEDDING_MODEL
 
     if fingerprint is None:
         return None

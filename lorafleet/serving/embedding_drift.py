@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from lorafleet.registry.embedding import cosine_distance
+from lorafleet.embedding.minilm import cosine_distance
 
 __all__ = ["EmbeddingDriftSampler", "Embed"]
 
@@ -40,7 +40,7 @@ class _Window:
 class EmbeddingDriftSampler:
     """Samples prompts, embeds them on a background thread, keeps a window per series.
 
-    ``embed`` maps texts to vectors (the gateway passes an :class:`~lorafleet.registry.embedding.Embedder`'s
+    ``embed`` maps texts to vectors (the gateway passes an :class:`~lorafleet.embedding.minilm.Embedder`'s
     ``embed``). ``on_result(result, n)`` is called with ``"dropped"`` (queue full),
     ``"embedded"`` or ``"failed"`` and a count, for the samples counter.
     """

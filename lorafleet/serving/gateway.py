@@ -187,7 +187,7 @@ class Gateway:
 
     def _embedding_sampler(self):
         from lorafleet.core.config import ConfigError
-        from lorafleet.registry.embedding import PACKAGE, Embedder, embedding_available
+        from lorafleet.embedding.minilm import PACKAGE, Embedder, embedding_available
         from lorafleet.serving.embedding_drift import EmbeddingDriftSampler
 
         if not embedding_available():

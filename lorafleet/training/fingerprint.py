@@ -37,7 +37,7 @@ def dataset_hashes(cfg: TrainConfig) -> dict[str, str]:
 
 def wants_embedding_centroid(cfg: TrainConfig) -> bool:
     """Whether this run stores a prompt-embedding centroid (None: when the model package is installed)."""
-    from lorafleet.registry.embedding import PACKAGE, embedding_available
+    from lorafleet.embedding.minilm import PACKAGE, embedding_available
 
     wanted = cfg.fingerprint.embedding_centroid
     if wanted is None:
@@ -50,7 +50,7 @@ def wants_embedding_centroid(cfg: TrainConfig) -> bool:
 
 def embedding_centroid(prompts: list[Any], sample_rows: int, seed: int) -> dict[str, Any]:
     """Centroid of the MiniLM embeddings of up to ``sample_rows`` prompts (a sample seeded with ``seed``)."""
-    from lorafleet.registry.embedding import EMBEDDING_MODEL, Embedder, centroid, prompt_text
+    from lorafleet.embedding.minilm import EMBEDDING_MODEL, Embedder, centroid, prompt_text
 
     texts = [prompt_text(p) for p in prompts]
     if len(texts) > sample_rows:

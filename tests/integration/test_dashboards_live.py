@@ -25,7 +25,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from lorafleet.registry.embedding import EMBEDDING_DIM, EMBEDDING_MODEL
+from lorafleet.embedding.minilm import EMBEDDING_DIM, EMBEDDING_MODEL
 from lorafleet.serving.routes import RoutesFile
 from lorafleet.serving.server import build_gateway
 from lorafleet.serving.tenants import KeysFile, hash_key, new_key

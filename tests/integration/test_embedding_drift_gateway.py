@@ -10,7 +10,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from lorafleet.registry.embedding import EMBEDDING_MODEL, Embedder, centroid, embedding_available, prompt_text
+from lorafleet.embedding.minilm import EMBEDDING_MODEL, Embedder, centroid, embedding_available, prompt_text
 from lorafleet.serving.routes import RoutesFile
 from lorafleet.serving.server import build_gateway
 from tests.conftest import TINY_BASE, make_lora_adapter

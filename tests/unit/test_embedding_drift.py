@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.registry.embedding import (
+from lorafleet.embedding.minilm import (
     EMBEDDING_DIM, EMBEDDING_MODEL, Embedder, centroid, cosine_distance, embedding_available, prompt_text,
 )
 from lorafleet.serving.drift import reference_centroid

@@ -1,4 +1,4 @@
-"""The layering in DESIGN.md holds: core <- registry <- engine <- training / serving <- platform.
+"""The layering in DESIGN.md holds: core <- registry, engine, embedding <- training / serving <- platform.
 
 Every import in every module of lorafleet is read (module level and inside functions, since
 heavy imports live in functions), and each part may import only the parts below it: serving
@@ -19,9 +19,10 @@ ALLOWED = {
     "core": {"core"},
     "registry": {"core", "registry"},
     "engine": {"core", "engine"},
-    "training": {"core", "registry", "engine", "training"},
-    "serving": {"core", "registry", "engine", "serving"},
-    "platform": {"core", "registry", "engine", "training", "serving", "platform"},
+    "embedding": {"core", "embedding"},
+    "training": {"core", "registry", "engine", "embedding", "training"},
+    "serving": {"core", "registry", "engine", "embedding", "serving"},
+    "platform": {"core", "registry", "engine", "embedding", "training", "serving", "platform"},
 }
 
 

@@ -51,7 +51,7 @@ def serve(
     if embedding_drift:  # through the environment, so a detached server process gets it too
         import os
 
-        from lorafleet.registry.embedding import PACKAGE, embedding_available
+        from lorafleet.embedding.minilm import PACKAGE, embedding_available
 
         if not embedding_available():
             raise InputError("--embedding-drift", True, f"needs the {PACKAGE} package, which is not installed")

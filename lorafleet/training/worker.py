@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["train_loop", "build_trainer", "build_datasets", "load_model", "loss_curve", "FINAL_MARKER"]
+__all__ = ["FINAL_MARKER", "build_datasets", "build_trainer", "load_model", "loss_curve", "train_loop"]
 
 FINAL_MARKER = "lorafleet_final.json"
 
@@ -107,7 +107,8 @@ def _start_model(cfg: dict) -> tuple[Any, Any]:
 def build_trainer(cfg: dict, out_dir: str, callbacks: list, world: int = 1) -> Any:
     """The config's method's TRL trainer over a fresh or continued (``init_from_dir``) LoRA adapter."""
     from transformers import AutoTokenizer, EarlyStoppingCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as HFProgress
 
     from lorafleet.training.methods import get_method
 

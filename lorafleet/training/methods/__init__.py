@@ -4,8 +4,9 @@ Train loop in :mod:`lorafleet.training.worker` only looks a method up here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from lorafleet.training.errors import TrainConfigError
 

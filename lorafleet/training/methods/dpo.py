@@ -11,7 +11,7 @@ from typing import Any
 from lorafleet.training.methods import TrainMethod
 from lorafleet.training.rows import as_messages
 
-__all__ = ["METHOD", "shape_rows", "build_trainer", "final_metrics", "preference_win_rate"]
+__all__ = ["METHOD", "build_trainer", "final_metrics", "preference_win_rate", "shape_rows"]
 
 
 def shape_rows(rows: list[dict]) -> list[dict]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from lorafleet.training.methods import TrainMethod
 
-__all__ = ["METHOD", "shape_rows", "build_trainer", "final_metrics"]
+__all__ = ["METHOD", "build_trainer", "final_metrics", "shape_rows"]
 
 
 def shape_rows(rows: list[dict]) -> list[dict]:

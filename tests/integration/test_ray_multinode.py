@@ -140,7 +140,7 @@ def test_train_on_two_node_cluster_pushes_to_s3(settings, tiny_base, cluster, ra
             "batch_size=4", "logging_steps=1", "checkpoint_every_steps=2", "bf16_autocast=false", "warmup_ratio=0",
             # no held-out or golden rows: no evaluation engine, so no gate thresholds either
             "data.eval=null", "data.golden=null", "gate.min_json_parse_rate=null",
-            "gate.min_schema_pass_rate=null", "gate.min_field_match={}"]
+            "gate.min_schema_pass_rate=null", "gate.min_field_match={}", "eval.suites={}", "gate.suites={}"]
     with moto_s3(BUCKET) as endpoint:
         registry_env = {**S3_ENV, "LORAFLEET_HOME": str(settings.home),
                         "LORAFLEET_REGISTRY_URL": f"s3://{BUCKET}/registry", "LORAFLEET_S3_ENDPOINT_URL": endpoint}

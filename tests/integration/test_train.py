@@ -36,7 +36,9 @@ def test_platform_train_evaluates_gates_and_force_pushes(settings, tiny_base, ra
     from lorafleet.platform.cli import app
     from lorafleet.registry import open_registry
 
-    sets = [*FAST, "output_name=tiny-intents", "max_steps=4", "checkpoint_every_steps=2", "gate.min_schema_pass_rate=0.99"]
+    drop = 0.15  # the example reports regression without gating it; gate it here to see the vs-base check
+    sets = [*FAST, "output_name=tiny-intents", "max_steps=4", "checkpoint_every_steps=2", "gate.min_schema_pass_rate=0.99",
+            f"gate.suites.regression.max_drop_vs_base={drop}"]
     args = ["train", str(EXAMPLE), *[x for kv in sets for x in ("--set", kv)], "--force"]
     res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
@@ -65,7 +67,6 @@ def test_platform_train_evaluates_gates_and_force_pushes(settings, tiny_base, ra
     assert "keyword_rate" in manifest.eval_metrics["adapter"]["regression"]
     checks = {c["name"]: c for c in manifest.gate["checks"]}
     assert {"hard.field_match.intent", "regression.pass_rate_vs_base", "safety.leak_rate"} <= set(checks)
-    drop = load_train_config(EXAMPLE).gate.suites["regression"].max_drop_vs_base
     assert checks["regression.pass_rate_vs_base"]["threshold"] == pytest.approx(
         manifest.eval_metrics["base"]["regression"]["pass_rate"] - drop)
     for row in ("hard.match.intent", "regression.pass_rate", "safety.leak_rate"):  # the table has every suite

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorafleet.core.checksums import luhn_valid
 from lorafleet.serving.errors import BadRequest
 from lorafleet.serving.routes import Route, RoutesFile
 from lorafleet.serving.validators import ResponseValidator, load_validator
@@ -25,26 +26,16 @@ CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _PROMPT_PARAM = {"chat": "messages", "completion": "prompt", "responses": "input"}
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
 def find_pii(text: str) -> list[tuple[str, re.Match]]:
     """E-mail addresses and (Luhn-valid) card numbers in ``text``."""
     found = [("email", m) for m in EMAIL.finditer(text)]
-    found += [("card", m) for m in CARD.finditer(text) if _luhn(re.sub(r"\D", "", m.group()))]
+    found += [("card", m) for m in CARD.finditer(text) if luhn_valid(re.sub(r"\D", "", m.group()))]
     return found
 
 
 def _redact(text: str) -> str:
     text = EMAIL.sub("[EMAIL]", text)
-    return CARD.sub(lambda m: "[CARD]" if _luhn(re.sub(r"\D", "", m.group())) else m.group(), text)
+    return CARD.sub(lambda m: "[CARD]" if luhn_valid(re.sub(r"\D", "", m.group())) else m.group(), text)
 
 
 class TokenCounter:

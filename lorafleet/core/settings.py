@@ -19,6 +19,8 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -107,6 +109,38 @@ class Settings(BaseSettings):
     engine_start_timeout_s: float = Field(
         default=300.0, gt=0, description="How long to wait for a starting engine to be healthy."
     )
+    routes_source: str = Field(
+        default="",
+        description="Where the routes document lives: empty for routes.yaml in the home; `registry` for one "
+        "document in the registry's store (on S3 every change is a conditional write on its ETag; every gateway "
+        "polls it), shared by N gateways and any CLI; or the path of a routes file, e.g. a Kubernetes ConfigMap "
+        "mounted without subPath (followed through kubelet's `..data` swap, read-only there).",
+    )
+    keys_file: Path | None = Field(
+        default=None, description="Tenant keys file (hashed); default keys.yaml in the home (e.g. a mounted Secret)."
+    )
+    adapter_loading: Literal["gateway", "engine"] = Field(
+        default="gateway",
+        description="Who fetches adapter versions: `gateway` (embedded default: the gateway materializes a "
+        "verified copy and passes its path to vLLM's load endpoint; needs a disk the engine can read) or "
+        "`engine` (engines run lorafleet's LoRA resolver and fetch name@N from the registry themselves; the "
+        "gateway only names versions and preloads them with a one-token request).",
+    )
+    engine_kind: Literal["vllm", "rayserve"] = Field(
+        default="vllm",
+        description="What the engine URLs are: plain vLLM OpenAI servers, or a Ray Serve LLM OpenAI app "
+        "(health at /-/healthz, adapters named base:name@N).",
+    )
+    engine_api_key: str | None = Field(
+        default=None,
+        description="Bearer key between gateways and engines: `platform engine` passes it to vLLM's --api-key "
+        "(guarding every /v1 path, the runtime LoRA endpoints too) and the gateway sends it.",
+    )
+    rate_limit_storage: str | None = Field(
+        default=None,
+        description="Where per-key rate limits are counted: unset for each gateway process on its own, or a "
+        "`redis://host:port/db` URL shared by every gateway replica.",
+    )
     gateway_embedding_drift: bool = Field(
         default=False,
         description="Gateway: embed a sample of prompts with the offline MiniLM (a background thread) and "
@@ -121,6 +155,11 @@ class Settings(BaseSettings):
     @cached_property
     def layout(self) -> HomeLayout:
         return HomeLayout(self.home)
+
+    @property
+    def keys_path(self) -> Path:
+        """The tenant keys file (``keys_file``, else keys.yaml in the home)."""
+        return self.keys_file or self.layout.keys_file
 
 
 def get_settings() -> Settings:

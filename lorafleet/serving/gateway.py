@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import httpx
 from fastapi import Request
@@ -122,6 +123,18 @@ class GatewayConfig(ConfigModel):
         default=200, ge=1, description="Embedded prompts per (route, version, variant) the live centroid averages.")
     embedding_drift_min_samples: int = Field(
         default=20, ge=1, description="Embedded prompts before the embedding distance is reported.")
+    adapter_loading: Literal["gateway", "engine"] = Field(
+        default="gateway",
+        description="`gateway`: load a verified local copy through vLLM's load endpoint (one machine); "
+                    "`engine`: the engines resolve name@N from the registry themselves (lorafleet's resolver "
+                    "plugin) and the gateway only names versions, preloading with a one-token request.")
+    engine_kind: Literal["vllm", "rayserve"] = Field(
+        default="vllm", description="Plain vLLM OpenAI servers, or Ray Serve LLM OpenAI apps (adapters as base:name@N).")
+    engine_api_key: str | None = Field(
+        default=None, description="Bearer key sent to the engines (their --api-key); None sends none.")
+    rate_limit_storage: str | None = Field(
+        default=None, description="redis://host:port/db to share per-key rate limits between gateway replicas; "
+                                  "None counts in this process.")
     request_log: Path | None = Field(default=None, description="Append one JSON line per request here (opt-in).")
     log_prompts: bool = Field(default=False, description="Include prompt text in the request log.")
 

@@ -77,8 +77,8 @@ def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_
         manifest = await asyncio.to_thread(registry.resolve, version)
         return reference_centroid(getattr(manifest, "fingerprint", None))
 
-    if keys_file is None and settings.layout.keys_file.exists():
-        keys_file = settings.layout.keys_file
+    if keys_file is None and settings.keys_path.exists():
+        keys_file = settings.keys_path
     config = GatewayConfig(
         engine_urls=engine_urls,
         routes_file=routes_file or settings.layout.routes_file,
@@ -104,8 +104,8 @@ def is_loopback(host: str) -> bool:
 def check_bind(settings: Settings, host: str) -> None:
     """Refuse to bind an open gateway (no keys file) beyond loopback: with no keys every caller
     is trusted. The one check every entry point goes through; raises InputError naming --host."""
-    if not is_loopback(host) and not settings.layout.keys_file.exists():
-        raise InputError("--host", host, f"with no keys file ({settings.layout.keys_file}) the gateway runs open, "
+    if not is_loopback(host) and not settings.keys_path.exists():
+        raise InputError("--host", host, f"with no keys file ({settings.keys_path}) the gateway runs open, "
                                          "so only on loopback; create keys with `platform keys add TENANT` first")
 
 

@@ -35,8 +35,8 @@ def test_check_bind_needs_a_keys_file_beyond_loopback(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         check_bind(settings, "0.0.0.0")
     assert info.value.field == "--host" and info.value.value == "0.0.0.0"
-    settings.layout.keys_file.parent.mkdir(parents=True, exist_ok=True)
-    settings.layout.keys_file.write_text("tenants: {}\n")
+    settings.keys_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.keys_path.write_text("tenants: {}\n")
     check_bind(settings, "0.0.0.0")  # with keys every caller is checked: any address
 
 

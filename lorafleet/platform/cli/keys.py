@@ -24,7 +24,7 @@ def add(
     from lorafleet.core.fsutil import atomic_write_text
     from lorafleet.serving.tenants import KeysFile, hash_key, new_key
 
-    path = get_settings().layout.keys_file
+    path = get_settings().keys_path
     keys = KeysFile.from_yaml(path) if path.exists() else KeysFile()
     if admin:
         key = new_key()
@@ -43,7 +43,7 @@ def list_() -> None:
     """List tenants, their routes and how many keys each has (never the keys)."""
     from lorafleet.serving.tenants import KeysFile
 
-    path = get_settings().layout.keys_file
+    path = get_settings().keys_path
     if not path.exists():
         typer.echo(f"no keys file ({path}): the gateway runs open on loopback")
         return

@@ -84,6 +84,10 @@ def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_
         routes_file=routes_file or settings.layout.routes_file,
         keys_file=keys_file,
         max_loaded_adapters=settings.engine_max_cpu_loras,
+        adapter_loading=settings.adapter_loading,
+        engine_kind=settings.engine_kind,
+        engine_api_key=settings.engine_api_key,
+        rate_limit_storage=settings.rate_limit_storage,
         **{"embedding_drift": settings.gateway_embedding_drift, **config_overrides},
     )
     tokenizer = settings.layout.base(base) / "tokenizer.json"

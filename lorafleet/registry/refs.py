@@ -12,7 +12,7 @@ from pathlib import Path
 from lorafleet.core.names import VERSION_REF_IN_TEXT
 from lorafleet.registry.errors import RegistryError
 
-__all__ = ["versions_named_in", "routed_versions", "library_versions", "LIBRARIES"]
+__all__ = ["versions_named_in", "routed_versions", "routed_versions_in", "library_versions", "LIBRARIES"]
 
 
 
@@ -45,12 +45,17 @@ def routed_versions(routes_file: Path) -> set[str]:
     """
     if not routes_file.exists():
         return set()
+    return routed_versions_in(routes_file.read_text(encoding="utf-8", errors="replace"), str(routes_file))
+
+
+def routed_versions_in(text: str, source: str) -> set[str]:
+    """The ``name@N`` a routes document's text names (``source`` names it in errors)."""
     import yaml
 
     try:
-        data = yaml.safe_load(routes_file.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RegistryError(f"{routes_file}: not valid YAML, refusing to gc ({err})".replace("\n", " ")) from None
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RegistryError(f"{source}: not valid YAML, refusing to gc ({err})".replace("\n", " ")) from None
     return versions_named_in(data)
 
 

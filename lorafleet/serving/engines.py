@@ -13,6 +13,16 @@ only idle ones are unloaded (least recently used first). An engine that comes ba
 after being down has forgotten its adapters, so its loaded set is cleared; so has one that a
 supervisor restarted on a fresh port (``replace_url``: same Engine, new URL, nothing loaded).
 
+Who loads (``loading``): ``gateway`` materializes a verified copy itself and passes its local
+path to vLLM's ``/v1/load_lora_adapter`` (one machine, one disk); ``engine`` only names the
+version in a one-token completion, which makes the engine's own lorafleet LoRA resolver fetch
+and verify it from the registry (engines on other machines, no shared disk). Unloading idle
+versions is the same ``/v1/unload_lora_adapter`` in both (it needs only the name).
+
+The engine set can change while the gateway runs (:meth:`EnginePool.set_urls`, from the routes
+document's ``engines`` list): a new engine joins once its first health probe answers; a
+removed one takes no new requests, and those in flight on it end by themselves.
+
 Health: an engine whose port refuses connections is down at once (its process is gone);
 one that answers slowly or wrongly is down only after ``down_after_failed_probes`` probes
 in a row (default 3), since a busy engine on a saturated machine can take seconds to answer ``/health``
@@ -30,6 +40,7 @@ from pathlib import Path
 
 import httpx
 
+from lorafleet.serving.engine_kinds import health_path, model_name
 from lorafleet.serving.errors import AdapterLoadFailed, EngineUnavailable
 from lorafleet.serving.upstream import translate
 
@@ -78,8 +89,9 @@ class Engine:
 class EnginePool:
     """Picks an engine per request and makes sure it has the requested version loaded."""
 
-    def __init__(self, urls: list[str], client: httpx.AsyncClient, resolve_path: PathResolver,
-                 max_loaded: int, affinity_slack_requests: int = 4, down_after_failed_probes: int = 3) -> None:
+    def __init__(self, urls: list[str], client: httpx.AsyncClient, resolve_path: PathResolver | None,
+                 max_loaded: int, affinity_slack_requests: int = 4, down_after_failed_probes: int = 3,
+                 loading: str = "gateway", kind: str = "vllm", base_name: str | None = None) -> None:
         if not urls:
             raise ValueError("at least one engine URL is needed")
         if affinity_slack_requests < 0:
@@ -87,6 +99,7 @@ class EnginePool:
         if down_after_failed_probes < 1:
             raise ValueError(f"down_after_failed_probes must be >= 1, got {down_after_failed_probes}")
         self.engines = [Engine(u, max_loaded) for u in urls]
+        self.max_loaded, self.loading, self.kind, self.default_base = max_loaded, loading, kind, base_name
         self.affinity_slack_requests = affinity_slack_requests
         self.down_after_failed_probes = down_after_failed_probes
         self.client = client
@@ -97,7 +110,7 @@ class EnginePool:
         """Check ``engine`` once and update its health (see the module docstring); True if it answered."""
         refused = False
         try:
-            ok = (await self.client.get(f"{engine.root_url}/health", timeout=2.0)).status_code == 200
+            ok = (await self.client.get(f"{engine.root_url}{health_path(self.kind)}", timeout=2.0)).status_code == 200
         except httpx.ConnectError:
             ok, refused = False, True
         except httpx.HTTPError:
@@ -152,9 +165,34 @@ class EnginePool:
         engine.failed_probes = 0
         log.warning("engine %s restarted at %s; its adapters will be reloaded on demand", old, new)
 
+    def set_urls(self, urls: list[str]) -> None:
+        """Make the pool's engines exactly ``urls`` (see the module docstring); kept engines keep
+        their state, new ones start out of rotation until a probe answers."""
+        wanted = [normalize_url(u) for u in urls]
+        if not wanted:
+            raise ValueError("at least one engine URL is needed")
+        have = {e.root_url: e for e in self.engines}
+        if list(have) == wanted:
+            return
+        engines = []
+        for url in dict.fromkeys(wanted):
+            engine = have.get(url)
+            if engine is None:
+                engine = Engine(url, self.max_loaded)
+                engine.healthy = False  # joins once it answers a probe
+                log.warning("engine %s added", url)
+            engines.append(engine)
+        for url in have.keys() - set(wanted):
+            log.warning("engine %s removed (its requests in flight finish)", url)
+        self.engines = engines
+
     @property
     def base_name(self) -> str | None:
-        return next((e.base_name for e in self.engines if e.base_name), None)
+        return next((e.base_name for e in self.engines if e.base_name), self.default_base)
+
+    def model_name(self, engine: Engine, version: str | None) -> str | None:
+        """What a request to ``engine`` names as its model (see :mod:`~lorafleet.serving.engine_kinds`)."""
+        return model_name(self.kind, engine.base_name or self.base_name, version)
 
     def ready(self) -> bool:
         return any(e.healthy for e in self.engines)
@@ -215,6 +253,8 @@ class EnginePool:
                 del engine.loading[version]
 
     async def _load(self, engine: Engine, version: str) -> None:
+        if self.loading == "engine":
+            return await self._preload(engine, version)
         try:
             path = await self.resolve_path(version)
         except Exception as exc:  # integrity or compatibility: the adapter never reaches vLLM
@@ -236,6 +276,29 @@ class EnginePool:
         engine.loaded[version] = None
         engine.loads_total += 1
         log.info("loaded %s on %s", version, engine.root_url)
+
+    async def _preload(self, engine: Engine, version: str) -> None:
+        """``engine`` mode: a one-token completion naming the version, which makes the engine's
+        resolver fetch and verify it from the registry; its refusal (a corrupted file, another
+        base, an unknown version) is a permanent failure naming the reason."""
+        await self._evict_idle(engine)
+        generation, url = engine.generation, f"{engine.root_url}/v1/completions"
+        body = {"model": self.model_name(engine, version), "prompt": "ok", "max_tokens": 1, "temperature": 0}
+        try:
+            resp = await self.client.post(url, json=body, timeout=120.0)
+        except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.ConnectError):
+                engine.healthy = False  # its port refuses: the process is gone
+            raise translate(exc, engine.root_url) from exc
+        if resp.status_code != 200:
+            raise AdapterLoadFailed(version, f"the engine at {engine.root_url} could not load it from the registry "
+                                             f"({resp.status_code}): {resp.text[:400]}",
+                                    permanent=400 <= resp.status_code <= 500)
+        if engine.generation != generation:
+            raise EngineUnavailable(f"the engine at {url} was restarted while {version} loaded")
+        engine.loaded[version] = None
+        engine.loads_total += 1
+        log.info("%s resolved on %s from the registry", version, engine.root_url)
 
     async def _evict_idle(self, engine: Engine) -> None:
         while len(engine.loaded) >= engine.max_loaded:

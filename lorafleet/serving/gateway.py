@@ -35,6 +35,7 @@ from lorafleet.serving.drift import DriftMonitor
 from lorafleet.serving.engines import Engine, EnginePool, PathResolver
 from lorafleet.serving.errors import (
     BadRequest,
+    EngineUnavailable,
     InternalError,
     SchemaRejected,
     ServingError,
@@ -46,6 +47,7 @@ from lorafleet.serving.placement import Placement
 from lorafleet.serving.protocol import Kind, parse_request, read_limited
 from lorafleet.serving.relay import Relay
 from lorafleet.serving.routes import RoutesFile, is_base_ref
+from lorafleet.serving.routes_source import RoutesSource, as_source
 from lorafleet.serving.routes_watch import RoutesWatcher
 from lorafleet.serving.streaming import EventStreamResponse
 from lorafleet.serving.targeting import Target, Targeting
@@ -60,6 +62,7 @@ from lorafleet.serving.upstream import (
 __all__ = ["GatewayConfig", "Gateway", "create_app", "Target", "SchemaRejected"]
 
 log = logging.getLogger("lorafleet.gateway")
+MAX_ENGINE_ATTEMPTS = 3  # a request whose engine fails before answering is tried on up to 2 others
 PATHS: dict[str, str] = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
                          "responses": "/v1/responses"}
 
@@ -68,7 +71,8 @@ class GatewayConfig(ConfigModel):
     """How the gateway runs."""
 
     engine_urls: list[str] = Field(min_length=1, description="Root URLs of the vLLM engines.")
-    routes_file: Path = Field(description="The routes file to watch.")
+    routes_file: Path | None = Field(
+        default=None, description="The routes file to watch, unless the gateway is given another routes source.")
     keys_file: Path | None = Field(default=None, description="Tenant API keys (hashed); None runs open.")
     upstream_timeout_s: float = Field(default=120.0, gt=0, description="Read timeout towards an engine.")
     routes_poll_interval_s: float = Field(default=0.25, gt=0, description="How often the routes file is checked.")
@@ -149,6 +153,12 @@ class _Held:
         self.gateway, self.engine, self.target, self.tenant = gateway, engine, target, tenant
         self.started, self.guard, self.prompt, self.done = started, guard, prompt, False
 
+    def abandon(self) -> None:
+        """Give back the engine without recording a request: it is retried on another engine."""
+        if not self.done:
+            self.done = True
+            self.gateway.pool.release(self.engine, self.target.version)
+
     def finish(self, status: int, outcome: Outcome | None = None, reason: str | None = None) -> None:
         if self.done:
             return
@@ -165,19 +175,24 @@ class Gateway:
     def __init__(self, config: GatewayConfig, resolve_path: PathResolver | None,
                  check_version: Callable[[str], None] | None = None, base_name: str | None = None,
                  reference: Reference | None = None, psi=None, tokenizer_json: Path | None = None,
-                 centroid: Centroid | None = None) -> None:
+                 centroid: Centroid | None = None, routes_source: RoutesSource | None = None) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
         self.check_version = check_version
         self.auth = Authenticator.from_file(config.keys_file)
         self.tokens = TokenCounter(tokenizer_json)
-        self.watcher = RoutesWatcher(config.routes_file, self._prepare_routes,
+        if routes_source is None and config.routes_file is None:
+            raise ValueError("the gateway needs a routes source or a routes_file")
+        self.routes_source = routes_source or as_source(config.routes_file)
+        self.watcher = RoutesWatcher(self.routes_source, self._prepare_routes,
                                      on_reload=lambda r: self.metrics.routes_reloads.labels(r).inc())
         # forwarded requests go over self.upstream; control calls (health, loads) through self.client
-        self.upstream = AiohttpTransport(max_connections=config.upstream_max_connections)
+        engine_headers = {"Authorization": f"Bearer {config.engine_api_key}"} if config.engine_api_key else None
+        self.upstream = AiohttpTransport(max_connections=config.upstream_max_connections, headers=engine_headers)
         self.client = make_client(config.upstream_timeout_s, transport=self.upstream)
         self.pool = EnginePool(config.engine_urls, self.client, resolve_path, config.max_loaded_adapters,
-                               config.affinity_slack_requests, config.engine_down_after_failed_probes)
+                               config.affinity_slack_requests, config.engine_down_after_failed_probes,
+                               loading=config.adapter_loading, kind=config.engine_kind, base_name=base_name)
         self._base_name = base_name
         routes = lambda: self.watcher.routes
         self.targeting = Targeting(routes, lambda: self.base_name, check_version)
@@ -224,7 +239,7 @@ class Gateway:
                 raise ValueError(f"route {name}: stable {route.stable!r} is not the served base {self.base_name!r}")
             for version in route.versions() if self.check_version is not None else ():
                 self.check_version(version)
-        guards = build_guards(routes, self.config.routes_file.parent)
+        guards = build_guards(routes, self.routes_source)
         info = self.metrics.route_info
         info.clear()
         for name, route in routes.routes.items():
@@ -247,10 +262,24 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self.watcher.watch(self.config.routes_poll_interval_s)),
             asyncio.create_task(self.pool.watch_health(self.config.health_interval_s)),
+            asyncio.create_task(self._follow_engines()),
         ]
         if self.embedding_drift is not None:
             log.info("embedding drift on: 1 in %d prompts embedded off the request path",
                      self.config.embedding_drift_sample_every)
+
+    async def _follow_engines(self) -> None:
+        """Keep the pool's engines those the routes document lists (else the configured ones)."""
+        listed: list[str] | None = None  # what the document listed last time
+        while True:
+            wanted = self.watcher.routes.engines
+            if wanted != listed:  # (a supervisor's move of the local engine is left alone otherwise)
+                try:
+                    self.pool.set_urls(wanted or self.config.engine_urls)
+                    listed = wanted
+                except ValueError as err:
+                    log.error("engines not changed: %s", err)
+            await asyncio.sleep(self.config.routes_poll_interval_s)
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -291,18 +320,49 @@ class Gateway:
         if guard is not None:
             await self._check_input(guard, body, kind, target, len(raw))
             guard.constrain(body, kind)
-        target, engine = await self.placement.prepare(target)  # in flight on engine until held.finish()
-        held = _Held(self, engine, target, tenant, started, guard, prompt)
+        stream = bool(body.get("stream"))
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if stream and kind != "responses":  # the Responses API reports usage at the end anyway
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        routed = target
+        for attempt in range(1, MAX_ENGINE_ATTEMPTS + 1):
+            try:
+                target, engine = await self.placement.prepare(routed)  # in flight on engine until held.finish()
+            except EngineUnavailable:
+                if attempt < MAX_ENGINE_ATTEMPTS and self.pool.ready():
+                    continue  # its engine went away while the version loaded: another one takes it
+                raise
+            held = _Held(self, engine, target, tenant, started, guard, prompt)
+            body["model"] = self.pool.model_name(engine, target.version)
+            result = await self._exchange(held, kind, body, stream, wants_usage, retry=attempt < MAX_ENGINE_ATTEMPTS)
+            if result is not None:
+                return result
+            log.warning("the engine at %s failed before answering; retrying on another engine", engine.root_url)
+        raise AssertionError("unreachable")
+
+    def _fail_over(self, held: _Held, retry: bool) -> bool:
+        """The engine failed before anything reached the client: take it out of rotation and, if
+        another engine can take the request, give this one back unrecorded (True)."""
+        if not (retry and any(e.healthy and e is not held.engine for e in self.pool.engines)):
+            return False  # the only engine: its error is the answer
+        held.engine.healthy = False  # the health watcher brings it back once it answers
+        held.abandon()
+        return True
+
+    async def _exchange(self, held: _Held, kind: Kind, body: dict, stream: bool, wants_usage: bool,
+                        retry: bool) -> Response | None:
+        """One try on one engine; None when it must be tried again elsewhere (see ``_fail_over``)."""
+        engine, target, guard, started = held.engine, held.target, held.guard, held.started
         upstream: EngineResponse | None = None
         handed_off = False  # a relayed stream finishes by itself
         status: int = 500
         try:
-            stream = bool(body.get("stream"))
-            wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            if stream and kind != "responses":  # the Responses API reports usage at the end anyway
-                body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            body["model"] = target.version or self.base_name
-            upstream = await self._send(engine, PATHS[kind], body, target)
+            try:
+                upstream = await self._send(engine, PATHS[kind], body, target)
+            except EngineUnavailable:
+                if self._fail_over(held, retry):
+                    return None
+                raise
             headers = target.headers()
             if upstream.status_code != 200:
                 content = await self.relay.read(upstream, engine)
@@ -312,7 +372,12 @@ class Gateway:
                                 media_type=upstream.headers.get("content-type", "application/json"))
             reject = guard is not None and guard.route.validator == "reject"
             if not stream:
-                content, outcome = await self.relay.read_json(upstream, engine, kind)
+                try:
+                    content, outcome = await self.relay.read_json(upstream, engine, kind)
+                except EngineUnavailable:  # it died mid-answer: nothing reached the client yet
+                    if self._fail_over(held, retry):
+                        return None
+                    raise
                 problem = self._validate(guard, outcome)
                 if problem and reject:
                     status = 422

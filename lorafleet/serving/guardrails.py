@@ -7,15 +7,16 @@ loaded rejects the whole routes file and the last good routes stay in force.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorafleet.core.checksums import luhn_valid
-from lorafleet.serving.errors import BadRequest
+from lorafleet.serving.errors import BadRequest, ServingError
 from lorafleet.serving.routes import Route, RoutesFile
-from lorafleet.serving.validators import ResponseValidator, load_validator
+from lorafleet.serving.validators import JsonSchemaValidator, ResponseValidator, load_validator
 
 __all__ = ["RouteGuard", "build_guards", "find_pii", "TokenCounter"]
 
@@ -166,11 +167,24 @@ def _redact_body(body: dict, kind: str) -> None:
                     part["text"] = _redact(part["text"])
 
 
-def build_guards(routes: RoutesFile, routes_dir: Path) -> dict[str, RouteGuard]:
-    """One guard per route; raises if a schema cannot be loaded."""
+def build_guards(routes: RoutesFile, source) -> dict[str, RouteGuard]:
+    """One guard per route; raises if a schema cannot be loaded. ``source`` is the routes
+    document's :class:`~lorafleet.serving.routes_source.RoutesSource` (relative schema paths are
+    read beside it: files beside a routes file, objects beside a document in the store), or
+    the folder of a routes file."""
+    from lorafleet.serving.routes_source import as_source
+
     load_validator.cache_clear()  # schema files may have changed with the routes file
-    return {
-        name: RouteGuard(name, route,
-                         load_validator(route.schema_path, str(routes_dir)) if route.schema_path else None)
-        for name, route in routes.routes.items()
-    }
+    source = as_source(source / "routes.yaml") if isinstance(source, Path) else source
+    folder = source.schema_dir()
+
+    def validator(spec: str):
+        if folder is not None or spec.startswith("pydantic:"):
+            return load_validator(spec, str(folder))
+        try:
+            return JsonSchemaValidator(json.loads(source.schema_text(spec)))
+        except (OSError, ValueError) as err:
+            raise ServingError(f"schema {spec!r}: cannot load it from {source.name} ({err})") from None
+
+    return {name: RouteGuard(name, route, validator(route.schema_path) if route.schema_path else None)
+            for name, route in routes.routes.items()}

@@ -163,6 +163,22 @@ class RoutesFile(ConfigModel):
     """The whole routes file."""
 
     routes: dict[str, Route] = Field(default_factory=dict, description="Logical model name -> route.")
+    engines: list[str] | None = Field(
+        default=None,
+        description="Root URLs of the engines every gateway forwards to; when set it replaces the gateways' "
+        "--engine-url list, so engines join and leave with one change and no gateway restart.",
+    )
+
+    @field_validator("engines")
+    @classmethod
+    def _engine_urls(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("engines: at least one engine URL (or leave the key out)")
+            for url in v:
+                if not url.startswith(("http://", "https://")):
+                    raise ValueError(f"engines: {url!r} is not an http(s) URL")
+        return v
 
     @field_validator("routes")
     @classmethod

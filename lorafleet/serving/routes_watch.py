@@ -1,7 +1,8 @@
-"""Keep the gateway's routes in step with the routes file, rejecting bad edits.
+"""Keep the gateway's routes in step with the routes document, rejecting bad edits.
 
-The file is polled (stat signature: inode, size, mtime) every ``interval_s``; a changed
-file is parsed, validated and prepared (``prepare`` checks that every version exists and
+The document (:mod:`~lorafleet.serving.routes_source`: a file, a mounted ConfigMap, or one object
+in the registry's store) is polled by its signature (a file's inode, size and mtime; an
+object's ETag) every ``interval_s``; a changed document is parsed, validated and prepared (``prepare`` checks that every version exists and
 builds per-route state such as schema validators), then swapped in as one object. An
 invalid file is logged with its reason and the last good routes stay in force. So is a file
 that is empty or missing while routes are in force (a truncated write, not an intent: an
@@ -12,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lorafleet.core.errors import LorafleetError
 from lorafleet.serving.routes import RoutesFile
+from lorafleet.serving.routes_source import RoutesSource, as_source
 
 __all__ = ["RoutesWatcher", "Prepare"]
 
@@ -30,9 +30,10 @@ Prepare = Callable[[RoutesFile], Any]
 
 
 class RoutesWatcher:
-    def __init__(self, path: Path, prepare: Prepare | None = None,
+    def __init__(self, source: RoutesSource | Path, prepare: Prepare | None = None,
                  on_reload: Callable[[str], None] | None = None) -> None:
-        self.path = path
+        self.source = as_source(source)
+        self.path = self.source.name
         self.prepare = prepare or (lambda _routes: None)
         self.on_reload = on_reload or (lambda _result: None)
         self.state: tuple[RoutesFile, Any] = (RoutesFile(), self.prepare(RoutesFile()))
@@ -44,27 +45,30 @@ class RoutesWatcher:
     def routes(self) -> RoutesFile:
         return self.state[0]
 
-    def _stat(self) -> tuple | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
-
     def poll(self) -> bool:
-        """Reload if the file changed; return True when new routes were applied."""
-        signature = self._stat()
+        """Reload if the document changed; return True when new routes were applied."""
+        try:
+            signature = self.source.signature()
+        except Exception as err:  # noqa: BLE001 - a store that is down: keep the last good routes
+            self.last_error = f"{self.path}: cannot be read ({err})"
+            log.error("routes document unreadable, keeping the last good routes: %s", err)
+            return False
         if signature == self._signature:
+            return False
+        try:
+            text = self.source.read() if signature is not None else ""
+        except Exception as err:  # noqa: BLE001 - read again on the next poll
+            self.last_error = f"{self.path}: cannot be read ({err})"
+            log.error("routes document unreadable, keeping the last good routes: %s", err)
             return False
         self._signature = signature
         try:
-            text = self.path.read_text(encoding="utf-8") if signature is not None else ""
             if self.routes.routes and not _has_content(text):
                 raise ValueError(f"{self.path} is {'missing' if signature is None else 'empty'} (truncated?); "
                                  "write `routes: {}` to remove every route")
             routes = RoutesFile.parse_text(text, str(self.path))
             derived = self.prepare(routes)
-        except (LorafleetError, OSError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - any bad document keeps the last good routes
             self.last_error = str(err)
             log.error("routes file rejected, keeping the last good routes: %s", err)
             self.on_reload("rejected")

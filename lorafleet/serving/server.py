@@ -81,7 +81,7 @@ def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_
         keys_file = settings.keys_path
     config = GatewayConfig(
         engine_urls=engine_urls,
-        routes_file=routes_file or settings.layout.routes_file,
+        routes_file=routes_file,
         keys_file=keys_file,
         max_loaded_adapters=settings.engine_max_cpu_loras,
         adapter_loading=settings.adapter_loading,
@@ -91,8 +91,14 @@ def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_
         **{"embedding_drift": settings.gateway_embedding_drift, **config_overrides},
     )
     tokenizer = settings.layout.base(base) / "tokenizer.json"
+    source = None
+    if routes_file is None:
+        from lorafleet.serving.routes_source import open_routes
+
+        source = open_routes(settings)
     return Gateway(config, resolve_path, check_version, base_name=base, reference=reference, psi=psi,
-                   tokenizer_json=tokenizer if tokenizer.is_file() else None, centroid=centroid)
+                   tokenizer_json=tokenizer if tokenizer.is_file() else None, centroid=centroid,
+                   routes_source=source)
 
 
 def is_loopback(host: str) -> bool:

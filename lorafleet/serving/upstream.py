@@ -81,15 +81,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     onto aiohttp's: connect -> sock_connect, read -> sock_read (the longest wait for the next
     bytes, as in httpx)."""
 
-    def __init__(self, keepalive_s: float = KEEPALIVE_S, max_connections: int = 0) -> None:
+    def __init__(self, keepalive_s: float = KEEPALIVE_S, max_connections: int = 0,
+                 headers: dict[str, str] | None = None) -> None:
         self._keepalive_s = keepalive_s
+        self._headers = headers  # sent with every request (the engines' bearer key)
         self._max_connections = max_connections  # 0: no cap
         self._session: aiohttp.ClientSession | None = None
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:  # made lazily: it belongs to the running loop
             connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive_s)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, headers=self._headers,
                                                   cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 

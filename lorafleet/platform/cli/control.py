@@ -98,13 +98,15 @@ def status(
 
     from lorafleet.platform.control.status import collect_status, render_status
 
-    settings = get_settings()
+    from lorafleet.serving.routes_source import open_routes
+
+    routes = open_routes(get_settings())
     url = _gateway_url(gateway)
-    rows = collect_status(settings.layout.routes_file, url, window_s)
+    rows = collect_status(routes, url, window_s)
     if as_json:
         typer.echo(json.dumps({"gateway": url, "routes": rows}, indent=2))
         return
-    render_status(rows, f"routes: {settings.layout.routes_file}  gateway: {url or 'not running'}")
+    render_status(rows, f"routes: {routes.name}  gateway: {url or 'not running'}")
 
 
 @canary_app.command("watch")
@@ -118,14 +120,14 @@ def canary_watch(
     """
     from lorafleet.platform.control.analysis import CanaryWatcher
     from lorafleet.platform.errors import PlatformError
-    from lorafleet.serving.routes import RoutesFile
+    from lorafleet.serving.routes_source import load_routes
 
     url = _gateway_url(gateway)
     if url is None:
         raise PlatformError("no gateway is running: start one with `platform serve --detach` or pass --gateway")
     promoter = _promoter(None)
     watcher = CanaryWatcher(
-        url, name, lambda: RoutesFile.load(promoter.routes_file).routes.get(name),
+        url, name, lambda: load_routes(promoter.routes).routes.get(name),
         step_to=lambda pct, why: _show(promoter.step(name, pct, why)),
         promote=lambda why: _show(promoter.full(name, why)),
         rollback=lambda why: _show(promoter.rollback(name, why)),

@@ -142,10 +142,11 @@ def alias(
 @registry_app.command("gc")
 def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False) -> None:
     """Remove versions no alias points to, no routes file names and that are not the newest."""
-    from lorafleet.registry.refs import routed_versions
+    from lorafleet.registry.refs import routed_versions_in
+    from lorafleet.serving.routes_source import open_routes
 
-    settings = get_settings()
-    removed = _registry().gc(routed_versions(settings.layout.routes_file), dry_run=dry_run)
+    routes = open_routes(get_settings())
+    removed = _registry().gc(routed_versions_in(routes.read(), routes.name), dry_run=dry_run)
     for line in removed:
         typer.echo(("would remove " if dry_run else "removed ") + line)
     if not removed:

@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from lorafleet.platform.control.observe import Scrape, VariantFigures, figures, scrape
@@ -127,9 +126,11 @@ class AnalysisLoop:
     skipped, as the gateway does: the watchers keep the last good view.
     """
 
-    def __init__(self, gateway_root_url: str, routes_file: Path, promoter, poll_s: float = 2.0,
+    def __init__(self, gateway_root_url: str, routes_file, promoter, poll_s: float = 2.0,
                  say: Callable[[str], None] = log.info) -> None:
-        self.url, self.routes_file, self.promoter = gateway_root_url, Path(routes_file), promoter
+        from lorafleet.serving.routes_source import as_source
+
+        self.url, self.routes, self.promoter = gateway_root_url, as_source(routes_file), promoter
         self.poll_s, self.say = poll_s, say
         self.outcomes: dict[str, list[str]] = {}
         self._stop = threading.Event()
@@ -143,7 +144,7 @@ class AnalysisLoop:
         from lorafleet.platform.control.promotion import Promoter
 
         promoter = Promoter(settings, base, actor="canary-analysis")
-        return cls(gateway_root_url, settings.layout.routes_file, promoter, **kw)
+        return cls(gateway_root_url, promoter.routes, promoter, **kw)
 
     def start(self) -> AnalysisLoop:
         self._thread.start()
@@ -157,10 +158,10 @@ class AnalysisLoop:
     def _routes(self) -> dict[str, Route]:
         """The routes file's routes; on a file that does not parse (a bad edit, or one in
         progress), the last good ones, as the gateway does."""
-        from lorafleet.serving.routes import RoutesFile
+        from lorafleet.serving.routes_source import load_routes
 
         try:
-            self._last_good = RoutesFile.load(self.routes_file).routes if self.routes_file.exists() else {}
+            self._last_good = load_routes(self.routes).routes
         except Exception:  # noqa: BLE001 - keep going on the last good file
             pass
         return self._last_good
@@ -194,7 +195,7 @@ class AnalysisLoop:
         while not answers_ok(f"{self.url}/readyz"):  # the gateway may still be starting its engine
             if self._stop.wait(self.poll_s):
                 return
-        self.say(f"canary analysis on: watching the canaries in {self.routes_file}")
+        self.say(f"canary analysis on: watching the canaries in {self.routes.name}")
         while not self._stop.is_set():
             for name, route in self._routes().items():
                 busy = self._watching.get(name)

@@ -138,7 +138,7 @@ def golden_gate(settings: Settings, gateway_url: str | None = None, admin_key: s
 
     def gate(ref: str, route: str) -> None:
         from lorafleet.registry import open_registry
-        from lorafleet.serving.routes import RoutesFile, is_base_ref
+        from lorafleet.serving.routes import is_base_ref
         from lorafleet.serving.server import read_pid_file
 
         reg = open_registry(settings)
@@ -156,7 +156,9 @@ def golden_gate(settings: Settings, gateway_url: str | None = None, admin_key: s
         if not _has_golden(m):
             say(f"golden gate: {m.ref} was trained without a golden set (data.golden): no golden comparison")
             return
-        current = RoutesFile.load(settings.layout.routes_file).routes.get(route)
+        from lorafleet.serving.routes_source import load_routes, open_routes
+
+        current = load_routes(open_routes(settings)).routes.get(route)
         stable = current.stable if current else None
         url = gateway_url
         if url is None:

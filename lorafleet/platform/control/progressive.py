@@ -35,7 +35,7 @@ def run_steps(promoter: Promoter, route: str, remaining: list[float], interval_s
               say: Callable[[str], None] = print, gateway_url: str | None = None) -> str:
     from lorafleet.platform.control.analysis import CanaryWatcher
     from lorafleet.platform.errors import PlatformError
-    from lorafleet.serving.routes import RoutesFile
+    from lorafleet.serving.routes_source import load_routes
     from lorafleet.serving.server import read_pid_file
 
     def plan(current: Route | None) -> Route:
@@ -46,7 +46,7 @@ def run_steps(promoter: Promoter, route: str, remaining: list[float], interval_s
                                                    "steps": [current.canary.weight, *remaining] or [100.0]})
         return current
 
-    edit_route(promoter.routes_file, route, plan, actor=promoter.actor, reason="progressive delivery plan",
+    edit_route(promoter.routes, route, plan, actor=promoter.actor, reason="progressive delivery plan",
                kind="plan")
     if gateway_url is None:
         record = read_pid_file(promoter.settings)
@@ -54,7 +54,7 @@ def run_steps(promoter: Promoter, route: str, remaining: list[float], interval_s
             raise PlatformError("progressive delivery needs a running gateway (`platform serve --detach`)")
         gateway_url = record["url"].removesuffix("/v1")
     watcher = CanaryWatcher(
-        gateway_url, route, lambda: RoutesFile.load(promoter.routes_file).routes.get(route),
+        gateway_url, route, lambda: load_routes(promoter.routes).routes.get(route),
         step_to=lambda pct, why: say(promoter.step(route, pct, why).diff),
         promote=lambda why: say(promoter.full(route, why).diff),
         rollback=lambda why: say(promoter.rollback(route, why).diff),

@@ -48,8 +48,11 @@ class Promoter:
         self.actor = self.actor or default_actor()
 
     @property
-    def routes_file(self):
-        return self.settings.layout.routes_file
+    def routes(self):
+        """The routes document the settings name (the home's file, or the registry's shared one)."""
+        from lorafleet.serving.routes_source import open_routes
+
+        return open_routes(self.settings)
 
     def _registry(self):
         from lorafleet.registry import open_registry
@@ -104,7 +107,7 @@ class Promoter:
             current.canary = Canary(version=manifest.ref, weight=percent)
             return current
 
-        result = edit_route(self.routes_file, route_name, change, actor=self.actor, reason=why, kind="canary")
+        result = edit_route(self.routes, route_name, change, actor=self.actor, reason=why, kind="canary")
         self._alias(manifest.name, "canary", manifest.version, why)
         return result
 
@@ -116,7 +119,7 @@ class Promoter:
             current.canary = Canary(version=current.canary.version, weight=percent)
             return current
 
-        return edit_route(self.routes_file, route, change, actor=self.actor, reason=reason or f"canary {percent:g}%",
+        return edit_route(self.routes, route, change, actor=self.actor, reason=reason or f"canary {percent:g}%",
                           kind="step")
 
     def full(self, route: str, reason: str = "") -> RouteChange:
@@ -130,7 +133,7 @@ class Promoter:
             return Route.model_validate({**current.model_dump(by_alias=True), "stable": current.canary.version,
                                          "canary": None})
 
-        result = edit_route(self.routes_file, route, change, actor=self.actor, reason=why, kind="full")
+        result = edit_route(self.routes, route, change, actor=self.actor, reason=why, kind="full")
         name, _, version = promoted[0].partition("@")
         self._alias(name, "stable", int(version), why)
         self._alias(name, "canary", None, why)
@@ -154,7 +157,7 @@ class Promoter:
             current.stable = previous
             return current
 
-        result = edit_route(self.routes_file, route, change, actor=self.actor, reason=why, kind="rollback")
+        result = edit_route(self.routes, route, change, actor=self.actor, reason=why, kind="rollback")
         kind, value = undone[0]
         if kind == "canary":
             self._alias(value.partition("@")[0], "canary", None, why)
@@ -165,7 +168,7 @@ class Promoter:
 
     def _previous_stable(self, route: str, stable: str) -> str | None:
         """The stable that the last promotion *to* ``stable`` replaced (a stack: rollbacks pop it)."""
-        for entry in reversed(history(self.routes_file, route)):
+        for entry in reversed(history(self.routes, route)):
             before, after = entry.get("before") or {}, entry.get("after") or {}
             if entry.get("kind") == "full" and after.get("stable") == stable and before.get("stable") != stable:
                 return before.get("stable")

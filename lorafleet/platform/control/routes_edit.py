@@ -1,29 +1,27 @@
-"""Every control-plane change to the routes file: one locked read-modify-write, written
-atomically, recorded with who, when, why, before and after.
+"""Every control-plane change to the routes document: one atomic read-modify-write, recorded
+with who, when, why, before and after.
 
-The routes file stays the one place that decides traffic; this module is how the CLI and
-the canary analysis change it. A person with an editor can change it too: the gateway
-applies whatever valid file it finds.
+The routes document (:mod:`lorafleet.serving.routes_source`: the home's file, or one object in
+the registry's store that N gateways follow) stays the one place that decides traffic; this
+module is how the CLI and the canary analysis change it. A person with an editor can change it
+too (`platform routes apply`, or the file itself): the gateways apply whatever valid document
+they find.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-
-from filelock import FileLock
 
 from pydantic import ValidationError
 
 from lorafleet.core.config import ConfigError, format_validation_error
-from lorafleet.core.fsutil import atomic_write_text
 from lorafleet.core.users import current_user
 from lorafleet.platform.errors import PlatformError
 from lorafleet.serving.routes import Route, RoutesFile
+from lorafleet.serving.routes_source import RoutesSource, as_source
 
 __all__ = ["RouteChange", "edit_route", "history", "default_actor"]
 
@@ -43,52 +41,48 @@ class RouteChange:
     reason: str
 
 
-def _history_path(routes_file: Path) -> Path:
-    return routes_file.with_name(routes_file.stem + ".history.jsonl")
-
-
-def history(routes_file: Path, route: str | None = None) -> list[dict]:
+def history(routes: RoutesSource | Path, route: str | None = None) -> list[dict]:
     """Recorded changes, oldest first (only those made through this module)."""
-    path = _history_path(routes_file)
-    if not path.exists():
-        return []
-    entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [e for e in entries if route is None or e["route"] == route]
+    return [e for e in as_source(routes).history() if route is None or e.get("route") == route]
 
 
-def edit_route(routes_file: Path, name: str, change: Callable[[Route | None], Route | None], *,
+def edit_route(routes: RoutesSource | Path, name: str, change: Callable[[Route | None], Route | None], *,
                actor: str, reason: str, kind: str) -> RouteChange:
-    """Apply ``change`` to route ``name`` under a lock; write the file atomically and record it.
+    """Apply ``change`` to route ``name`` atomically and record it.
 
     ``kind`` names the change in the history (canary, step, full, rollback).
     ``change`` gets the current route (or None) and returns the new one (None removes it);
-    it raises PlatformError to refuse, leaving the file untouched. An unreadable routes file
-    is never overwritten.
+    it raises PlatformError to refuse, leaving the document untouched. An unreadable routes
+    document is never overwritten. ``change`` may run more than once: when another writer
+    changed the document meanwhile, it runs again on theirs.
     """
-    with FileLock(str(routes_file) + ".lock", timeout=30):
+    source = as_source(routes)
+    outcome: dict = {}
+
+    def apply(old_text: str) -> tuple[str, dict]:
         try:
-            current = RoutesFile.load(routes_file)
+            current = RoutesFile.parse_text(old_text, source.name)
         except ConfigError as err:
-            raise PlatformError(f"the routes file is invalid, fix it first: {err}") from None
-        old_text = routes_file.read_text(encoding="utf-8") if routes_file.exists() else ""
+            raise PlatformError(f"the routes document is invalid, fix it first: {err}") from None
         before = current.routes.get(name)
         after = change(before.model_copy(deep=True) if before else None)
-        routes = dict(current.routes)
+        routes_now = dict(current.routes)
         if after is None:
-            routes.pop(name, None)
+            routes_now.pop(name, None)
         else:
             try:
-                routes[name] = Route.model_validate(after.model_dump(by_alias=True))
+                routes_now[name] = after = Route.model_validate(after.model_dump(by_alias=True))
             except ValidationError as err:
                 raise PlatformError(format_validation_error(err, f"route {name}")) from None
-        new = RoutesFile(routes=routes)
-        new_text = new.dump()
-        diff = "".join(difflib.unified_diff(old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
-                                            fromfile=f"{routes_file} (before)", tofile=f"{routes_file} (after)"))
-        atomic_write_text(routes_file, new_text)
-        record = {"at": datetime.now(UTC).isoformat(), "route": name, "kind": kind, "actor": actor, "reason": reason,
+        new_text = current.model_copy(update={"routes": routes_now}).dump()
+        outcome.update(before=before, after=after, old=old_text, new=new_text)
+        record = {"route": name, "kind": kind, "actor": actor, "reason": reason,
                   "before": before.model_dump(mode="json", by_alias=True, exclude_none=True) if before else None,
                   "after": after.model_dump(mode="json", by_alias=True, exclude_none=True) if after else None}
-        with open(_history_path(routes_file), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-    return RouteChange(name, before, after, diff, actor, reason)
+        return new_text, record
+
+    source.update(apply)
+    diff = "".join(difflib.unified_diff(outcome["old"].splitlines(keepends=True),
+                                        outcome["new"].splitlines(keepends=True),
+                                        fromfile=f"{source.name} (before)", tofile=f"{source.name} (after)"))
+    return RouteChange(name, outcome["before"], outcome["after"], diff, actor, reason)

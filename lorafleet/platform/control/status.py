@@ -7,7 +7,7 @@ import time
 
 from lorafleet.platform.control.analysis import variant_versions
 from lorafleet.platform.control.observe import figures, scrape
-from lorafleet.serving.routes import RoutesFile
+from lorafleet.serving.routes_source import load_routes
 
 __all__ = ["collect_status", "render_status"]
 
@@ -18,7 +18,7 @@ def _num(x: float | None, digits: int = 3) -> float | None:
 
 def collect_status(routes_file, gateway_root_url: str | None, window_s: float = 0.0) -> list[dict]:
     """One row per (route, variant). Figures cover ``window_s`` seconds, or the gateway's life if 0."""
-    routes = RoutesFile.load(routes_file)
+    routes = load_routes(routes_file)
     before = now = None
     if gateway_root_url:
         before = scrape(gateway_root_url) if window_s > 0 else None

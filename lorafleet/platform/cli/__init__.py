@@ -82,6 +82,7 @@ def base_list(
 
 from lorafleet.platform.cli.control import canary_app, dashboard, promote, rollback, status  # noqa: E402
 from lorafleet.platform.cli.export import export  # noqa: E402
+from lorafleet.platform.cli.fleet import engine, routes_app  # noqa: E402
 from lorafleet.platform.cli.keys import keys_app  # noqa: E402
 from lorafleet.platform.cli.registry import registry_app  # noqa: E402
 from lorafleet.platform.cli.serve import serve, stop  # noqa: E402
@@ -91,6 +92,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(registry_app, name="registry")
 
 app.command("serve")(serve)
+app.command("engine")(engine)
+app.add_typer(routes_app, name="routes")
 app.command("stop")(stop)
 app.command("train")(train)
 app.command("export")(export)

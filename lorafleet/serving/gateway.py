@@ -179,7 +179,8 @@ class Gateway:
         self.config = config
         self.metrics = GatewayMetrics()
         self.check_version = check_version
-        self.auth = Authenticator.from_file(config.keys_file)
+        self.auth = Authenticator.from_file(config.keys_file, rate_limit_storage=config.rate_limit_storage,
+                                            on_storage_error=self.metrics.rate_limit_storage_errors.inc)
         self.tokens = TokenCounter(tokenizer_json)
         if routes_source is None and config.routes_file is None:
             raise ValueError("the gateway needs a routes source or a routes_file")
@@ -306,7 +307,8 @@ class Gateway:
     async def forward(self, request: Request, kind: Kind) -> Response:
         """Answer one chat, completion or responses request (see the module docstring)."""
         started = time.perf_counter()
-        tenant = self.tenant(request)
+        tenant = await self.auth.admit(request.headers.get("authorization"),  # counted in the shared limiter
+                                       request.client.host if request.client else None)
         raw = await read_limited(request, self.config.max_body_bytes)
         body = parse_request(raw, kind)
         prompt = body.get("messages") or body.get("prompt") or body.get("input")

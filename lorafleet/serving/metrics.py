@@ -111,6 +111,11 @@ class GatewayMetrics:
             "Lookups of a version's training reference (drift) by result (ok, missing, failed).",
             ["result"], registry=r,
         )
+        self.rate_limit_storage_errors = Counter(
+            "lorafleet_rate_limit_storage_errors",
+            "Requests the shared rate-limit storage (Redis) could not count; counted in this process "
+            "instead (fail open to the per-process limit).", registry=r,
+        )
         self.route_info = Gauge(
             "lorafleet_route_info", "Which version serves which variant of a route, valued at its weight (percent).",
             _VARIANT, registry=r,

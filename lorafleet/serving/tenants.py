@@ -11,14 +11,20 @@ The keys file (YAML) stores only sha256 hashes of keys:
 
 `platform keys add TENANT` makes a key, prints it once and stores its hash. Keys never
 appear in logs: the gateway logs tenant names only.
+
+Where the limit is counted is the rate limiter's business (serving/ratelimit.py): in this
+process by default, or in Redis shared by every gateway replica with
+``LORAFLEET_RATE_LIMIT_STORAGE``. :meth:`Authenticator.admit` (async) counts a request in
+that limiter: the gateway calls it for inference requests. :meth:`Authenticator.authenticate`
+(sync, for /v1/models and /admin) counts in this process only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
@@ -26,6 +32,7 @@ from pydantic import Field
 from lorafleet.core.config import ConfigModel
 from lorafleet.core.names import check_name
 from lorafleet.serving.errors import ServingError
+from lorafleet.serving.ratelimit import LocalRateLimiter, RateLimiter, open_rate_limiter
 
 __all__ = ["KeysFile", "TenantConfig", "Tenant", "Authenticator", "hash_key", "new_key",
            "Unauthorized", "RateLimited", "OPEN", "OPEN_REMOTE", "is_loopback"]
@@ -61,7 +68,10 @@ def new_key() -> str:
 class TenantConfig(ConfigModel):
     keys: list[str] = Field(default_factory=list, description="sha256 hashes of the tenant's API keys.")
     routes: list[str] = Field(default_factory=lambda: ["*"], description="Routes it may call; '*' for all.")
-    rate_limit_rps: float | None = Field(default=None, gt=0, description="Requests per second per key.")
+    rate_limit_rps: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Requests per second per key (burst 2x); shared by every gateway replica when "
+                    "LORAFLEET_RATE_LIMIT_STORAGE names a Redis.")
 
 
 class KeysFile(ConfigModel):
@@ -76,12 +86,6 @@ class KeysFile(ConfigModel):
         if routes:
             entry.routes = routes
         return key
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    stamp: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -113,12 +117,16 @@ def is_loopback(host: str | None) -> bool:
 
 
 class Authenticator:
-    """Looks a bearer key up by its hash; None keys file means the gateway runs open."""
+    """Looks a bearer key up by its hash; None keys file means the gateway runs open.
 
-    def __init__(self, keys: KeysFile | None) -> None:
+    ``limiter`` counts :meth:`admit`'s requests (default: this process's token buckets, the
+    same ones :meth:`authenticate` uses)."""
+
+    def __init__(self, keys: KeysFile | None, limiter: RateLimiter | None = None) -> None:
         self.open = keys is None
         self._by_hash: dict[str, tuple[Tenant, float | None]] = {}
-        self._buckets: dict[str, _Bucket] = {}
+        self.local = limiter if isinstance(limiter, LocalRateLimiter) else LocalRateLimiter()
+        self.limiter = limiter or self.local
         if keys is not None:
             for h in keys.admin_keys:
                 self._by_hash[h] = (Tenant("admin", frozenset({"*"}), admin=True), None)
@@ -127,31 +135,43 @@ class Authenticator:
                     self._by_hash[h] = (Tenant(name, frozenset(t.routes)), t.rate_limit_rps)
 
     @classmethod
-    def from_file(cls, path: Path | None) -> Authenticator:
-        return cls(KeysFile.from_yaml(path) if path is not None else None)
+    def from_file(cls, path: Path | None, rate_limit_storage: str | None = None,
+                  on_storage_error: Callable[[], None] | None = None) -> Authenticator:
+        """The keys file at ``path`` (None: open mode) with its limits counted where
+        ``rate_limit_storage`` says (None: this process; a bad URL raises InputError naming
+        LORAFLEET_RATE_LIMIT_STORAGE). ``on_storage_error`` is called for each request the
+        shared storage could not count."""
+        limiter = open_rate_limiter(rate_limit_storage, on_error=on_storage_error)
+        return cls(KeysFile.from_yaml(path) if path is not None else None, limiter)
 
-    def authenticate(self, authorization: str | None, client_host: str | None = None) -> Tenant:
-        """The caller's tenant. With no keys file every caller may call every route, but only
-        a caller on loopback (``client_host`` 127.0.0.0/8 or ::1) is an admin."""
+    def _identify(self, authorization: str | None, client_host: str | None) -> tuple[Tenant, str, float | None]:
         if self.open:
-            return OPEN if is_loopback(client_host) else OPEN_REMOTE
+            return (OPEN if is_loopback(client_host) else OPEN_REMOTE), "", None
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>'.")
         digest = hash_key(authorization[7:].strip())
         found = self._by_hash.get(digest)  # keys are looked up by hash; the key itself is never stored
         if found is None:
             raise Unauthorized()
-        tenant, rps = found
-        if rps is not None:
-            self._take(digest, rps)
+        return found[0], digest, found[1]
+
+    def authenticate(self, authorization: str | None, client_host: str | None = None) -> Tenant:
+        """The caller's tenant, its request counted in this process's bucket for the key
+        (raises RateLimited over the limit). With no keys file every caller may call every
+        route, but only a caller on loopback (``client_host`` 127.0.0.0/8 or ::1) is an admin."""
+        tenant, digest, rps = self._identify(authorization, client_host)
+        if rps is not None and (wait := self.local.take(digest, rps)) is not None:
+            raise RateLimited(wait)
         return tenant
 
-    def _take(self, digest: str, rps: float) -> None:
-        burst = max(1.0, 2 * rps)
-        now = time.monotonic()
-        bucket = self._buckets.setdefault(digest, _Bucket(tokens=burst, stamp=now))
-        bucket.tokens = min(burst, bucket.tokens + (now - bucket.stamp) * rps)
-        bucket.stamp = now
-        if bucket.tokens < 1:
-            raise RateLimited((1 - bucket.tokens) / rps)
-        bucket.tokens -= 1
+    async def admit(self, authorization: str | None, client_host: str | None = None) -> Tenant:
+        """As :meth:`authenticate`, the request counted in the configured limiter (shared by
+        every gateway replica when LORAFLEET_RATE_LIMIT_STORAGE is set); never blocks the loop."""
+        tenant, digest, rps = self._identify(authorization, client_host)
+        if rps is not None and (wait := await self.limiter.hit(digest, rps)) is not None:
+            raise RateLimited(wait)
+        return tenant
+
+    async def aclose(self) -> None:
+        """Close the shared limiter's connections."""
+        await self.limiter.aclose()

@@ -45,7 +45,7 @@ class _ResolverEngine(LocalEngine):
 def resolver_engine(settings: Settings, base: str, host: str, port: int | None, **overrides) -> LocalEngine:
     """A :class:`LocalEngine` for ``base`` with the resolver on (and ``--api-key`` when the settings
     have an engine key); refuses an address off loopback without a key."""
-    from lorafleet.serving.server import is_loopback
+    from lorafleet.serving.pidfile import is_loopback
 
     if not is_loopback(host) and not settings.engine_api_key:
         raise InputError("--host", host, "an engine off loopback needs LORAFLEET_ENGINE_API_KEY: vLLM's adapter "

@@ -287,6 +287,7 @@ class Gateway:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.accounting.stop()
+        await self.auth.aclose()
         await self.client.aclose()
 
     # -- one request ------------------------------------------------------------------------

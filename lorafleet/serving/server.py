@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
-import ipaddress
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from lorafleet.serving.drift import psi, reference_centroid, reference_histogram
 from lorafleet.serving.errors import ServingError
 from lorafleet.serving.gateway import Gateway, GatewayConfig, create_app
 from lorafleet.engine.process import answers_ok
+from lorafleet.serving.pidfile import PID_FILE, is_loopback, read_pid_file
 
 if TYPE_CHECKING:
     from lorafleet.engine.supervisor import SupervisorConfig
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["build_gateway", "check_bind", "is_loopback", "supervisor_config", "serve_foreground", "serve_detached",
            "stop_detached", "PID_FILE"]
 
-PID_FILE = "serve.json"
 log = logging.getLogger("lorafleet.serve")
 
 
@@ -99,16 +97,6 @@ def build_gateway(settings: Settings, base: str, engine_urls: list[str], routes_
     return Gateway(config, resolve_path, check_version, base_name=base, reference=reference, psi=psi,
                    tokenizer_json=tokenizer if tokenizer.is_file() else None, centroid=centroid,
                    routes_source=source)
-
-
-def is_loopback(host: str) -> bool:
-    """True for an address (or ``localhost``) that only this machine can reach."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # another host name: it may resolve to anything
 
 
 def check_bind(settings: Settings, host: str) -> None:
@@ -233,20 +221,6 @@ def serve_detached(settings: Settings, base: str, host: str, port: int, engine_u
         time.sleep(0.5)
     stop_detached(settings)
     raise ServingError(f"the server was not ready in time; see {log_path}")
-
-
-def read_pid_file(settings: Settings) -> dict | None:
-    """The running background server's record, or None (a stale file is removed)."""
-    pid_file = settings.layout.run / PID_FILE
-    if not pid_file.is_file():
-        return None
-    record = json.loads(pid_file.read_text())
-    try:
-        os.kill(record["pid"], 0)
-    except ProcessLookupError:
-        pid_file.unlink(missing_ok=True)
-        return None
-    return record
 
 
 def stop_detached(settings: Settings, timeout_s: float = 30.0) -> dict | None:

@@ -18,127 +18,24 @@ where it defines them (the manifests in deploy/ are rendered from the same defin
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import boto3
 import httpx
 import pytest
 from openai import OpenAI
 
-from lorafleet.core.settings import Settings
-from lorafleet.engine.process import answers_ok, free_port
-from lorafleet.platform.base_pull import pull_base
 from lorafleet.registry.storage import S3Storage
 from lorafleet.registry.store import Registry
 from tests.conftest import TINY_BASE, make_lora_adapter
+from tests.fleet_harness import BUCKET, PLATFORM, PREFIX, Fleet
 from tests.metrics_text import scrape, total
-from tests.registry_backends import S3_ENV, moto_s3
+from tests.registry_backends import moto_s3
 
 pytestmark = [pytest.mark.slow]
-BUCKET, PREFIX = "lorafleet-fleet", "fleet"
-ENGINE_KEY = "engine-secret-for-tests"
-PLATFORM = str(Path(sys.executable).with_name("platform"))
-
-
-class Fleet:
-    def __init__(self, root: Path, endpoint: str, tiny_dir: Path) -> None:
-        self.root, self.endpoint, self.tiny_dir = root, endpoint, tiny_dir
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.ports: dict[str, int] = {}
-
-    def home(self, name: str) -> Path:
-        home = self.root / name
-        home.mkdir(exist_ok=True)
-        return home
-
-    def env(self, name: str, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LORAFLEET_", "VLLM_"))}
-        env.update(S3_ENV, LORAFLEET_HOME=str(self.home(name)), LORAFLEET_REGISTRY_URL=f"s3://{BUCKET}/{PREFIX}",
-                   LORAFLEET_S3_ENDPOINT_URL=self.endpoint, LORAFLEET_ROUTES_SOURCE="registry",
-                   LORAFLEET_ADAPTER_LOADING="engine", LORAFLEET_ENGINE_API_KEY=ENGINE_KEY,
-                   LORAFLEET_DEFAULT_BASE=TINY_BASE, LORAFLEET_ENGINE_MAX_LORA_RANK="16",
-                   LORAFLEET_ENGINE_KVCACHE_GIB="1", **extra)
-        return env
-
-    def settings(self, name: str) -> Settings:
-        return Settings(home=self.home(name), registry_url=f"s3://{BUCKET}/{PREFIX}", s3_endpoint_url=self.endpoint,
-                        routes_source="registry", default_base=TINY_BASE)
-
-    def pull_base(self, name: str) -> None:
-        """This machine's own copy of the base (converted there, nothing shared)."""
-        src = shutil.copytree(self.tiny_dir, self.home(name) / "base-src")
-        pull_base(self.settings(name), TINY_BASE, src)
-
-    def start(self, name: str, args: list[str], port: int) -> None:
-        log = open(self.home(name) / "process.log", "ab")  # noqa: SIM115 - the child owns it
-        self.procs[name] = subprocess.Popen([PLATFORM, *args], env=self.env(name), stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        self.ports[name] = port
-
-    def start_engine(self, name: str) -> str:
-        port = free_port()
-        self.start(name, ["engine", "--base", TINY_BASE, "--host", "127.0.0.1", "--port", str(port)], port)
-        return f"http://127.0.0.1:{port}"
-
-    def start_gateway(self, name: str, engine_urls: list[str]) -> str:
-        port = free_port()
-        args = ["serve", "--base", TINY_BASE, "--host", "127.0.0.1", "--port", str(port)]
-        for url in engine_urls:
-            args += ["--engine-url", url]
-        self.start(name, args, port)
-        return f"http://127.0.0.1:{port}"
-
-    def wait(self, url: str, name: str, timeout_s: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited: {self.log(name)[-3000:]}")
-            if answers_ok(url, 2.0):
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"{name} not ready at {url}: {self.log(name)[-3000:]}")
-
-    def log(self, name: str) -> str:
-        return (self.home(name) / "process.log").read_text(errors="replace")
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
-
-    def platform(self, name: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        return subprocess.run([PLATFORM, *args], env=self.env(name), capture_output=True, text=True, timeout=timeout)
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            proc = self.procs.pop(name)
-            with _suppress():
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with _suppress():
-                    os.killpg(proc.pid, signal.SIGKILL)
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return exc[0] is not None and issubclass(exc[0], ProcessLookupError | OSError)
-
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, tiny_model_dir):
@@ -309,7 +206,7 @@ def test_two_promotes_of_different_routes_at_once_both_land(fleet) -> None:
         _wait_for(lambda g=g: _canary(g, "fleet-b") == (fleet.refs[3], 20.0)
                   and _canary(g, "fleet-a") == (fleet.refs[1], 30.0), 2.0)
     history = fleet.platform("promoter-2", "routes", "history").stdout
-    assert f"fleet-b  canary" in history and "canary=" + fleet.refs[1] in history
+    assert "fleet-b  canary" in history and "canary=" + fleet.refs[1] in history
     for route in ("fleet-a", "fleet-b"):
         assert fleet.platform("promoter-1", "rollback", route).returncode == 0
 

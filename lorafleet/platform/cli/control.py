@@ -27,7 +27,7 @@ def _promoter(base: str | None):
 def _gateway_url(explicit: str | None) -> str | None:
     if explicit:
         return explicit.rstrip("/").removesuffix("/v1")
-    from lorafleet.serving.server import read_pid_file
+    from lorafleet.serving.pidfile import read_pid_file
 
     record = read_pid_file(get_settings())
     return record["url"].removesuffix("/v1") if record else None

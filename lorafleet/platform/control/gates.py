@@ -139,7 +139,7 @@ def golden_gate(settings: Settings, gateway_url: str | None = None, admin_key: s
     def gate(ref: str, route: str) -> None:
         from lorafleet.registry import open_registry
         from lorafleet.serving.routes import is_base_ref
-        from lorafleet.serving.server import read_pid_file
+        from lorafleet.serving.pidfile import read_pid_file
 
         reg = open_registry(settings)
         m = reg.resolve(ref)

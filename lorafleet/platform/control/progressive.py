@@ -36,7 +36,7 @@ def run_steps(promoter: Promoter, route: str, remaining: list[float], interval_s
     from lorafleet.platform.control.analysis import CanaryWatcher
     from lorafleet.platform.errors import PlatformError
     from lorafleet.serving.routes_source import load_routes
-    from lorafleet.serving.server import read_pid_file
+    from lorafleet.serving.pidfile import read_pid_file
 
     def plan(current: Route | None) -> Route:
         if current is None or current.canary is None:

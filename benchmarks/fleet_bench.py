@@ -105,6 +105,7 @@ def fetch_load_by_size(root: Path) -> list[dict]:
     rows = []
     with moto_s3(BUCKET) as endpoint:
         fleet = Fleet(root / "sizes", endpoint, None, base=DEFAULT_BASE)
+        fleet.extra_env["LORAFLEET_ENGINE_MAX_LORA_RANK"] = "64"
         for name in ("pusher", "engine-0"):
             fleet.pull_base(name)  # the built-in SmolLM2-135M, converted in each home
         refs = {rank: _push(fleet, f"size-r{rank}", 1, rank=rank, modules=ALL_MODULES)[0] for rank in (1, 8, 64)}

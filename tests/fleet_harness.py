@@ -30,6 +30,7 @@ class Fleet:
     def __init__(self, root: Path, endpoint: str, tiny_dir: Path, base: str = TINY_BASE) -> None:
         self.root, self.endpoint, self.tiny_dir, self.base = root, endpoint, tiny_dir, base
         self.procs: dict[str, subprocess.Popen] = {}
+        self.extra_env: dict[str, str] = {}  # for every process (e.g. a larger max LoRA rank)
         self.ports: dict[str, int] = {}
 
     def home(self, name: str) -> Path:
@@ -43,7 +44,8 @@ class Fleet:
                    LORAFLEET_S3_ENDPOINT_URL=self.endpoint, LORAFLEET_ROUTES_SOURCE="registry",
                    LORAFLEET_ADAPTER_LOADING="engine", LORAFLEET_ENGINE_API_KEY=ENGINE_KEY,
                    LORAFLEET_DEFAULT_BASE=self.base, LORAFLEET_ENGINE_MAX_LORA_RANK="16",
-                   LORAFLEET_ENGINE_KVCACHE_GIB="1", **extra)
+                   LORAFLEET_ENGINE_KVCACHE_GIB="1")
+        env.update(self.extra_env, **extra)
         return env
 
     def settings(self, name: str) -> Settings:

@@ -79,7 +79,7 @@ def fleet(tmp_path_factory, tiny_model_dir):
 
 
 def _client(gateway: str) -> OpenAI:
-    return OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=60)
+    return OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def _ask(gateway: str, user: str, model: str = "fleet-a") -> str:

@@ -1,5 +1,6 @@
 # Thin targets: each is one line; the work lives in scripts/ and the `platform` CLI.
-.PHONY: setup quickstart test test-fast bench lint stop loadtest reliability audit docs
+.PHONY: setup quickstart test test-fast bench lint stop loadtest reliability audit docs image
+IMAGE ?= $(shell .venv/bin/python -c 'from lorafleet.platform.topology import IMAGE; print(IMAGE)')
 setup:      ; bash scripts/setup.sh
 quickstart: setup ; .venv/bin/platform quickstart
 test:       setup ; .venv/bin/python scripts/audit.py && .venv/bin/python -m pytest   # audit reports, never fails
@@ -11,3 +12,4 @@ reliability: setup ; .venv/bin/python benchmarks/reliability.py $(ARGS)
 audit:      setup ; .venv/bin/python scripts/audit.py
 stop:       ; .venv/bin/platform stop
 docs:       setup ; NO_MKDOCS_2_WARNING=1 .venv/bin/python -m mkdocs build --strict -d site
+image:      ; podman build -f deploy/Containerfile -t $(IMAGE) .

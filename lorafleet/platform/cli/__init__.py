@@ -81,6 +81,7 @@ def base_list(
 
 
 from lorafleet.platform.cli.control import canary_app, dashboard, promote, rollback, status  # noqa: E402
+from lorafleet.platform.cli.deploy import deploy_app  # noqa: E402
 from lorafleet.platform.cli.export import export  # noqa: E402
 from lorafleet.platform.cli.fleet import engine, routes_app  # noqa: E402
 from lorafleet.platform.cli.keys import keys_app  # noqa: E402
@@ -102,6 +103,7 @@ app.command("promote")(promote)
 app.command("rollback")(rollback)
 app.command("status")(status)
 app.add_typer(canary_app, name="canary")
+app.add_typer(deploy_app, name="deploy")
 app.command("dashboard")(dashboard)
 
 

@@ -52,9 +52,9 @@ def _push(fleet: Fleet, name: str, count: int, rank: int = 8, modules=("q_proj",
                           name, manifest).ref for i in range(count)]
 
 
-def _answer_version(gateway: str, model: str) -> str | None:
+def _answer_version(gateway: str, model: str, auth: dict[str, str]) -> str | None:
     try:
-        r = httpx.post(f"{gateway}/v1/completions", timeout=30,
+        r = httpx.post(f"{gateway}/v1/completions", timeout=30, headers=auth,
                        json={"model": model, "prompt": "hi", "max_tokens": 1, "user": uuid.uuid4().hex})
     except httpx.HTTPError:
         return None
@@ -86,7 +86,7 @@ def promote_latency(root: Path, promotes: int) -> dict:
                 seen = {}
                 while len(seen) < len(gateways) and time.perf_counter() - started < 60:
                     for g in gateways:
-                        if g not in seen and _answer_version(g, "bench-a") == ref:
+                        if g not in seen and _answer_version(g, "bench-a", fleet.auth) == ref:
                             seen[g] = time.perf_counter() - started
                     time.sleep(0.05)
                 samples.append({"ref": ref, "cli_s": cli_s, "first_answer_s": max(seen.values(), default=60.0),

@@ -11,9 +11,11 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from lorafleet.core.settings import Settings
+from lorafleet.platform import topology
 from lorafleet.engine.process import answers_ok, free_port
 from lorafleet.platform.base_pull import pull_base
 from tests.conftest import TINY_BASE
@@ -27,11 +29,27 @@ PLATFORM = str(Path(sys.executable).with_name("platform"))
 
 
 class Fleet:
-    def __init__(self, root: Path, endpoint: str, tiny_dir: Path, base: str = TINY_BASE) -> None:
+    """Engines and gateways started from :mod:`lorafleet.platform.topology` (the command lines and
+    environment the Kubernetes manifests are rendered from), on loopback, one home each; a Redis
+    for the shared rate limits; an admin key in every gateway's own copy of the keys file."""
+
+    def __init__(self, root: Path, endpoint: str, tiny_dir: Path | None, base: str = TINY_BASE) -> None:
+        from lorafleet.serving.tenants import KeysFile, hash_key, new_key
+
         self.root, self.endpoint, self.tiny_dir, self.base = root, endpoint, tiny_dir, base
         self.procs: dict[str, subprocess.Popen] = {}
         self.extra_env: dict[str, str] = {}  # for every process (e.g. a larger max LoRA rank)
         self.ports: dict[str, int] = {}
+        self.admin_key = new_key()
+        self._keys_text = KeysFile(admin_keys=[hash_key(self.admin_key)]).to_yaml()
+        self.redis_url = f"redis://127.0.0.1:{free_port()}/0"
+        self.topology = topology.Fleet(registry_url=f"s3://{BUCKET}/{PREFIX}", s3_endpoint_url=endpoint,
+                                       redis_url=self.redis_url, engine_urls=[], base=base,
+                                       gateway_host="127.0.0.1", engine_host="127.0.0.1", redis_host="127.0.0.1")
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
 
     def home(self, name: str) -> Path:
         home = self.root / name
@@ -39,12 +57,12 @@ class Fleet:
         return home
 
     def env(self, name: str, **extra: str) -> dict[str, str]:
+        """A CLI's environment on machine ``name`` (what an operator would export there)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LORAFLEET_", "VLLM_"))}
         env.update(S3_ENV, LORAFLEET_HOME=str(self.home(name)), LORAFLEET_REGISTRY_URL=f"s3://{BUCKET}/{PREFIX}",
                    LORAFLEET_S3_ENDPOINT_URL=self.endpoint, LORAFLEET_ROUTES_SOURCE="registry",
-                   LORAFLEET_ADAPTER_LOADING="engine", LORAFLEET_ENGINE_API_KEY=ENGINE_KEY,
-                   LORAFLEET_DEFAULT_BASE=self.base, LORAFLEET_ENGINE_MAX_LORA_RANK="16",
-                   LORAFLEET_ENGINE_KVCACHE_GIB="1")
+                   LORAFLEET_ENGINE_API_KEY=ENGINE_KEY, LORAFLEET_DEFAULT_BASE=self.base,
+                   LORAFLEET_ENGINE_MAX_LORA_RANK="16", LORAFLEET_ENGINE_KVCACHE_GIB="1")
         env.update(self.extra_env, **extra)
         return env
 
@@ -57,23 +75,50 @@ class Fleet:
         src = shutil.copytree(self.tiny_dir, self.home(name) / "base-src") if self.tiny_dir else None
         pull_base(self.settings(name), self.base, src)
 
-    def start(self, name: str, args: list[str], port: int) -> None:
+    def _run(self, name: str, process: topology.Process) -> None:
+        """Start a topology process: its command and env, its secrets resolved to the test's values."""
+        secrets = {"AWS_ACCESS_KEY_ID": S3_ENV["AWS_ACCESS_KEY_ID"],
+                   "AWS_SECRET_ACCESS_KEY": S3_ENV["AWS_SECRET_ACCESS_KEY"], "LORAFLEET_ENGINE_API_KEY": ENGINE_KEY}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LORAFLEET_", "VLLM_"))}
+        env.update(AWS_DEFAULT_REGION=S3_ENV["AWS_DEFAULT_REGION"], LORAFLEET_ENGINE_MAX_LORA_RANK="16",
+                   LORAFLEET_ENGINE_KVCACHE_GIB="1")
+        env.update(process.env, **{var: secrets[var] for var in process.secret_env})
+        env.update(self.extra_env)
+        program = {"platform": PLATFORM}.get(process.command[0], process.command[0])
         log = open(self.home(name) / "process.log", "ab")  # noqa: SIM115 - the child owns it
-        self.procs[name] = subprocess.Popen([PLATFORM, *args], env=self.env(name), stdout=log,
+        self.procs[name] = subprocess.Popen([program, *process.command[1:]], env=env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
-        self.ports[name] = port
+        self.ports[name] = process.port
+
+    def start_redis(self) -> None:
+        self._run("redis", topology.redis(self.topology))
+        port = self.ports["redis"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                import socket
+
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"redis-server did not start: {self.log('redis')[-2000:]}")
 
     def start_engine(self, name: str) -> str:
         port = free_port()
-        self.start(name, ["engine", "--base", self.base, "--host", "127.0.0.1", "--port", str(port)], port)
+        self._run(name, topology.engine(replace(self.topology, home=str(self.home(name))), port))
         return f"http://127.0.0.1:{port}"
 
     def start_gateway(self, name: str, engine_urls: list[str]) -> str:
+        if "redis" not in self.procs:
+            self.start_redis()
+        home = self.home(name)
+        keys = home / "etc" / "keys" / "keys.yaml"  # this machine's copy of the keys Secret
+        keys.parent.mkdir(parents=True, exist_ok=True)
+        keys.write_text(self._keys_text)
         port = free_port()
-        args = ["serve", "--base", self.base, "--host", "127.0.0.1", "--port", str(port)]
-        for url in engine_urls:
-            args += ["--engine-url", url]
-        self.start(name, args, port)
+        fleet = replace(self.topology, home=str(home), engine_urls=engine_urls, keys_file=str(keys))
+        self._run(name, topology.gateway(fleet, port))
         return f"http://127.0.0.1:{port}"
 
     def wait(self, url: str, name: str, timeout_s: float = 300.0) -> None:

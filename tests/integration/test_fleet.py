@@ -70,16 +70,26 @@ def fleet(tmp_path_factory, tiny_model_dir):
             for i, url in enumerate(engines):
                 f.wait(f"{url}/health", f"engine-{i}")
             gateways = [f.start_gateway(f"gateway-{i}", engines) for i in (0, 1)]
+            # an engine started after the gateways, which they do not know of until the routes
+            # document lists it (started now, while the machine is idle, not under the test's load)
+            f.pull_base("engine-late")
+            f.late_engine = f.start_engine("engine-late")
             for i, url in enumerate(gateways):
                 f.wait(f"{url}/readyz", f"gateway-{i}", timeout_s=60)
+            f.wait(f"{f.late_engine}/health", "engine-late")
             f.engines, f.gateways, f.refs = engines, gateways, refs
+            AUTH.update(f.auth)
             yield f
         finally:
             f.stop_all()
 
 
+AUTH: dict[str, str] = {}  # the fleet's admin key, set by the fixture (the gateways run with keys)
+
+
 def _client(gateway: str) -> OpenAI:
-    return OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=120)
+    return OpenAI(base_url=f"{gateway}/v1", api_key=AUTH["Authorization"].removeprefix("Bearer "), max_retries=0,
+                  timeout=120)
 
 
 def _ask(gateway: str, user: str, model: str = "fleet-a") -> str:
@@ -91,7 +101,7 @@ def _ask(gateway: str, user: str, model: str = "fleet-a") -> str:
 
 
 def _canary(gateway: str, route: str = "fleet-a") -> tuple[str | None, float]:
-    models = {m["id"]: m for m in httpx.get(f"{gateway}/v1/models", timeout=10).json()["data"]}
+    models = {m["id"]: m for m in httpx.get(f"{gateway}/v1/models", headers=AUTH, timeout=10).json()["data"]}
     versions = models[route]["versions"]
     return versions["canary"], versions["canary_weight"]
 
@@ -217,16 +227,16 @@ def test_an_engine_killed_under_load_and_one_that_joins_later(fleet, tmp_path) -
         fleet.kill("engine-0")
         time.sleep(5)
         assert load.done > 0
-        fleet.pull_base("engine-0b")  # a new machine: its own home and its own copy of the base
-        joined = fleet.start_engine("engine-0b")
-        fleet.wait(f"{joined}/health", "engine-0b")
+        joined = fleet.late_engine  # started after the gateways; they have not heard of it
+        assert all(joined not in {e["url"] for e in httpx.get(f"{g}/admin/engines", headers=AUTH, timeout=5)
+                                  .json()["engines"]} for g in fleet.gateways)
         routes = tmp_path / "routes.yaml"
         routes.write_text(f"engines: [{joined}, {fleet.engines[1]}]\n"
                           f"routes:\n  fleet-a: {{stable: {fleet.refs[0]}}}\n  fleet-b: {{stable: {TINY_BASE}}}\n")
         assert fleet.platform("promoter-1", "routes", "apply", str(routes)).returncode == 0
 
         def served_by_new(g: str) -> bool:
-            engines = httpx.get(f"{g}/admin/engines", timeout=5).json()["engines"]
+            engines = httpx.get(f"{g}/admin/engines", headers=AUTH, timeout=5).json()["engines"]
             return any(e["url"] == joined and e["healthy"] for e in engines) and \
                 [e["url"] for e in engines] == [joined, fleet.engines[1]]
 

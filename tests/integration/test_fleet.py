@@ -244,5 +244,9 @@ def test_an_engine_killed_under_load_and_one_that_joins_later(fleet, tmp_path) -
             _wait_for(lambda g=g: served_by_new(g), 10.0)
         time.sleep(3)
     assert load.failures == [], load.failures[:5]
+    # fleet-a@1 stays where it is loaded (affinity: a load costs more than a short queue), so the new
+    # engine gets the requests that need no adapter: the least-loaded engine with the fewest adapters
+    for i in range(20):
+        _ask(fleet.gateways[i % 2], f"base-{i}", model=TINY_BASE)
     counts = [total(scrape(g), "lorafleet_engine_requests_total", engine=joined) for g in fleet.gateways]
     assert sum(counts) > 0, "the engine that joined got no requests"

@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     engine_kind: Literal["vllm", "rayserve"] = Field(
         default="vllm",
         description="What the engine URLs are: plain vLLM OpenAI servers, or a Ray Serve LLM OpenAI app "
-        "(health at /-/healthz, adapters named base:name@N).",
+        "(adapters named base:name@N, no runtime load endpoints).",
     )
     engine_api_key: str | None = Field(
         default=None,

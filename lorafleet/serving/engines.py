@@ -40,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from lorafleet.serving.engine_kinds import health_path, model_name
+from lorafleet.serving.engine_kinds import can_unload, health_path, model_name
 from lorafleet.serving.errors import AdapterLoadFailed, EngineUnavailable
 from lorafleet.serving.upstream import translate
 
@@ -306,8 +306,9 @@ class EnginePool:
             if idle is None:
                 return  # all in use: vLLM's own CPU LRU copes; never unload a version in use
             del engine.loaded[idle]
-            with contextlib.suppress(httpx.HTTPError):
-                await self.client.post(f"{engine.root_url}/v1/unload_lora_adapter",
-                                       json={"lora_name": idle}, timeout=30.0)
+            if can_unload(self.kind):  # Ray Serve LLM keeps its own LRU (max_cpu_loras) and has no such endpoint
+                with contextlib.suppress(httpx.HTTPError):
+                    await self.client.post(f"{engine.root_url}/v1/unload_lora_adapter",
+                                           json={"lora_name": idle}, timeout=30.0)
             engine.unloads_total += 1
             log.info("unloaded idle %s from %s", idle, engine.root_url)

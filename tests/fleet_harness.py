@@ -5,6 +5,7 @@ benchmarks/fleet_bench.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -148,18 +149,10 @@ class Fleet:
     def stop_all(self) -> None:
         for name in list(self.procs):
             proc = self.procs.pop(name)
-            with _suppress():
+            with contextlib.suppress(OSError):  # ProcessLookupError: it is gone already
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                with _suppress():
+                with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return exc[0] is not None and issubclass(exc[0], ProcessLookupError | OSError)

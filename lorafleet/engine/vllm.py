@@ -49,6 +49,9 @@ class EngineConfig(ConfigModel):
         description="Constrained JSON without free whitespace (xgrammar): small models cannot wander in blanks.",
     )
     extra_args: list[str] = Field(default_factory=list, description="More vLLM server arguments.")
+    extra_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="More environment for the engine process (e.g. what switches lorafleet's LoRA resolver on).")
 
     @classmethod
     def from_settings(cls, settings: Settings, model_dir: Path, served_name: str, **overrides) -> EngineConfig:
@@ -120,6 +123,7 @@ class LocalEngine:
             VLLM_CONFIGURE_LOGGING="1",
             TOKENIZERS_PARALLELISM="false",
         )
+        env.update(self.config.extra_env)
         return env
 
     def start(self, wait: bool = True) -> LocalEngine:

@@ -33,15 +33,6 @@ def resolver_environment(settings: Settings) -> dict[str, str]:
             "LORAFLEET_HOME": str(settings.home)}
 
 
-class _ResolverEngine(LocalEngine):
-    def __init__(self, config: EngineConfig, env: dict[str, str]) -> None:
-        super().__init__(config)
-        self.extra_env = env
-
-    def environment(self) -> dict[str, str]:
-        return {**super().environment(), **self.extra_env}
-
-
 def resolver_engine(settings: Settings, base: str, host: str, port: int | None, **overrides) -> LocalEngine:
     """A :class:`LocalEngine` for ``base`` with the resolver on (and ``--api-key`` when the settings
     have an engine key); refuses an address off loopback without a key."""
@@ -55,8 +46,8 @@ def resolver_engine(settings: Settings, base: str, host: str, port: int | None, 
     if settings.engine_api_key:
         extra += ["--api-key", settings.engine_api_key]
     config = EngineConfig.from_settings(settings, model_dir, base, host=host, port=port, extra_args=extra,
-                                        **overrides)
-    return _ResolverEngine(config, resolver_environment(settings))
+                                        extra_env=resolver_environment(settings), **overrides)
+    return LocalEngine(config)
 
 
 def _base_dir(settings: Settings, base: str) -> Path:

@@ -253,52 +253,43 @@ class EnginePool:
                 del engine.loading[version]
 
     async def _load(self, engine: Engine, version: str) -> None:
+        """Load ``version`` on ``engine`` the pool's way (see the module docstring): ``gateway``
+        passes a verified local folder to vLLM's load endpoint; ``engine`` sends a one-token
+        completion naming the version, which makes the engine's resolver fetch and verify it from
+        the registry. Either refusal (a corrupted file, another base, an unknown version) is a
+        permanent failure naming the reason."""
         if self.loading == "engine":
-            return await self._preload(engine, version)
-        try:
-            path = await self.resolve_path(version)
-        except Exception as exc:  # integrity or compatibility: the adapter never reaches vLLM
-            from lorafleet.registry.errors import IncompatibleAdapter, IntegrityError
+            url = f"{engine.root_url}/v1/completions"
+            body = {"model": self.model_name(engine, version), "prompt": "ok", "max_tokens": 1, "temperature": 0}
+            refused = f"the engine at {engine.root_url} could not load it from the registry"
+        else:
+            try:
+                path = await self.resolve_path(version)
+            except Exception as exc:  # integrity or compatibility: the adapter never reaches vLLM
+                from lorafleet.registry.errors import IncompatibleAdapter, IntegrityError
 
-            permanent = isinstance(exc, IntegrityError | IncompatibleAdapter)  # else e.g. S3 down: retry later
-            raise AdapterLoadFailed(version, str(exc), permanent=permanent) from exc
+                permanent = isinstance(exc, IntegrityError | IncompatibleAdapter)  # else e.g. S3 down: retry later
+                raise AdapterLoadFailed(version, str(exc), permanent=permanent) from exc
+            url = f"{engine.root_url}/v1/load_lora_adapter"
+            body = {"lora_name": version, "lora_path": str(path)}
+            refused = "engine answered"
         await self._evict_idle(engine)
-        generation, url = engine.generation, f"{engine.root_url}/v1/load_lora_adapter"
+        generation = engine.generation
         try:
-            resp = await self.client.post(url, json={"lora_name": version, "lora_path": str(path)}, timeout=120.0)
+            resp = await self.client.post(url, json=body, timeout=120.0)
         except httpx.HTTPError as exc:
+            if self.loading == "engine" and isinstance(exc, httpx.ConnectError):
+                engine.healthy = False  # its port refuses: the process is gone
             raise translate(exc, engine.root_url) from exc
-        if resp.status_code != 200 and "already" not in resp.text:
-            raise AdapterLoadFailed(version, f"engine answered {resp.status_code}: {resp.text[:300]}",
+        already = self.loading == "gateway" and "already" in resp.text
+        if resp.status_code != 200 and not already:
+            raise AdapterLoadFailed(version, f"{refused} ({resp.status_code}): {resp.text[:400]}",
                                     permanent=400 <= resp.status_code <= 500)  # it refused these files
         if engine.generation != generation:  # the engine was replaced meanwhile: the new one lacks it
             raise EngineUnavailable(f"the engine at {url} was restarted while {version} loaded")
         engine.loaded[version] = None
         engine.loads_total += 1
         log.info("loaded %s on %s", version, engine.root_url)
-
-    async def _preload(self, engine: Engine, version: str) -> None:
-        """``engine`` mode: a one-token completion naming the version, which makes the engine's
-        resolver fetch and verify it from the registry; its refusal (a corrupted file, another
-        base, an unknown version) is a permanent failure naming the reason."""
-        await self._evict_idle(engine)
-        generation, url = engine.generation, f"{engine.root_url}/v1/completions"
-        body = {"model": self.model_name(engine, version), "prompt": "ok", "max_tokens": 1, "temperature": 0}
-        try:
-            resp = await self.client.post(url, json=body, timeout=120.0)
-        except httpx.HTTPError as exc:
-            if isinstance(exc, httpx.ConnectError):
-                engine.healthy = False  # its port refuses: the process is gone
-            raise translate(exc, engine.root_url) from exc
-        if resp.status_code != 200:
-            raise AdapterLoadFailed(version, f"the engine at {engine.root_url} could not load it from the registry "
-                                             f"({resp.status_code}): {resp.text[:400]}",
-                                    permanent=400 <= resp.status_code <= 500)
-        if engine.generation != generation:
-            raise EngineUnavailable(f"the engine at {url} was restarted while {version} loaded")
-        engine.loaded[version] = None
-        engine.loads_total += 1
-        log.info("%s resolved on %s from the registry", version, engine.root_url)
 
     async def _evict_idle(self, engine: Engine) -> None:
         while len(engine.loaded) >= engine.max_loaded:

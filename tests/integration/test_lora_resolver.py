@@ -34,17 +34,6 @@ pytestmark = [pytest.mark.slow]
 BUCKET, PREFIX = "lorafleet-test", "fleet"
 
 
-class ResolverEngine(LocalEngine):
-    """A vLLM engine whose environment is its own machine's: its home, the S3 registry, the plugin."""
-
-    def __init__(self, config: EngineConfig, env: dict[str, str]) -> None:
-        super().__init__(config)
-        self.extra_env = env
-
-    def environment(self) -> dict[str, str]:
-        return {**super().environment(), **self.extra_env}
-
-
 def _registry_env(home: Path, endpoint: str) -> dict[str, str]:
     return {**S3_ENV, "LORAFLEET_HOME": str(home), "LORAFLEET_REGISTRY_URL": f"s3://{BUCKET}/{PREFIX}",
             "LORAFLEET_S3_ENDPOINT_URL": endpoint}
@@ -72,8 +61,8 @@ def fleet(tmp_path_factory, tiny_model_dir):
         pull_base(engine_settings, TINY_BASE, shutil.copytree(tiny_model_dir, engine_home / "src-base"))
         env = {**_registry_env(engine_home, endpoint), ENABLE_ENV: "1", "VLLM_PLUGINS": PLUGIN_NAME}
         config = EngineConfig.from_settings(engine_settings, engine_settings.layout.base(TINY_BASE), TINY_BASE,
-                                            log_path=engine_home / "vllm.log", max_lora_rank=16)
-        engine = ResolverEngine(config, env).start()
+                                            log_path=engine_home / "vllm.log", max_lora_rank=16, extra_env=env)
+        engine = LocalEngine(config).start()
         try:
             yield engine, good.ref, bad.ref, engine_home
         finally:

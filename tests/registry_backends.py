@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from lorafleet.engine.process import free_port
+from lorafleet.engine.process import answers_ok, free_port
 
 __all__ = ["moto_s3", "S3_ENV"]
 
@@ -27,27 +31,42 @@ def _serialized(app):
     return wrapped
 
 
-@contextmanager
-def moto_s3(bucket: str = "lorafleet-test") -> Iterator[str]:
-    """A real S3 server (moto's server mode) on a free loopback port; yields its endpoint URL."""
-    import boto3
+def _serve(port: int) -> None:
+    """The server process: moto's app, one request at a time, on loopback ``port``."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
-    os.environ.update(S3_ENV)
-    port = free_port()
-    app = _serialized(DomainDispatcherApplication(create_backend_app))
     class QuietHandler(MotoRequestHandler):
         def log_request(self, *args, **kwargs) -> None:  # one line per request would flood test output
             pass
 
-    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    app = _serialized(DomainDispatcherApplication(create_backend_app))
+    make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler).serve_forever()
+
+
+@contextmanager
+def moto_s3(bucket: str = "lorafleet-test") -> Iterator[str]:
+    """A real S3 server (moto's server mode) in its own process on a free loopback port; yields its
+    endpoint URL. Its own process, because moto keeps its buckets in module globals: two servers in
+    one process would share every bucket (one test module's versions showing up in the next)."""
+    import boto3
+
+    os.environ.update(S3_ENV)
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    proc = subprocess.Popen([sys.executable, "-c", f"from tests.registry_backends import _serve; _serve({port})"],
+                            cwd=Path(__file__).resolve().parents[1], env={**os.environ, **S3_ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
+        deadline = time.monotonic() + 60
+        while not answers_ok(f"{endpoint}/moto-api/", 1.0):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the moto S3 server exited ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the moto S3 server did not answer within 60 s")
+            time.sleep(0.1)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
         yield endpoint
     finally:
-        server.shutdown()
-        thread.join(timeout=10)
+        proc.kill()
+        proc.wait(timeout=10)

@@ -55,14 +55,20 @@ class RoutesWatcher:
             return False
         if signature == self._signature:
             return False
+        text: str | None = None
+        decode_error: UnicodeDecodeError | None = None
         try:
             text = self.source.read() if signature is not None else ""
+        except UnicodeDecodeError as err:  # the bytes are there but are not text: a bad edit, rejected below
+            decode_error = err
         except Exception as err:  # noqa: BLE001 - read again on the next poll
             self.last_error = f"{self.path}: cannot be read ({err})"
             log.error("routes document unreadable, keeping the last good routes: %s", err)
             return False
         self._signature = signature
         try:
+            if text is None:
+                raise ValueError(f"{self.path} is not UTF-8 text ({decode_error})")
             if self.routes.routes and not _has_content(text):
                 raise ValueError(f"{self.path} is {'missing' if signature is None else 'empty'} (truncated?); "
                                  "write `routes: {}` to remove every route")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -212,17 +213,26 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+_AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_PROFILE")
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_client(endpoint_url: str | None, *_credentials: str | None):
+    """One boto3 client per endpoint and credentials in a process (clients are thread-safe; making
+    one costs about 30 ms, and one CLI command opens the registry and the routes document)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint_url, config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
+
 class S3Storage(Storage):
     """Keys are objects under ``s3://bucket/prefix`` on any S3-compatible store."""
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = boto3.client("s3", endpoint_url=endpoint_url,
-                                   config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+        self.client = _s3_client(endpoint_url, *(os.environ.get(k) for k in _AWS_ENV))
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

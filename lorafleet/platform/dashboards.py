@@ -90,6 +90,9 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         Panel("Adapter loads per minute by result",
               f"sum by (result) (rate(lorafleet_adapter_loads_total[{RATE}])) * 60", "{{result}}"),
         Panel("p95 adapter load time", _p95("lorafleet_adapter_load_duration_seconds", "job"), "load", "s"),
+        Panel("Adapter cache hit rate by engine",
+              f'sum by (engine) (rate(lorafleet_adapter_cache_total{{result="hit"}}[{RATE}])) '
+              f"/ sum by (engine) (rate(lorafleet_adapter_cache_total[{RATE}]))", "{{engine}}", "percentunit"),
         Panel("vLLM requests running", "vllm:num_requests_running", "{{instance}}"),
         Panel("vLLM KV-cache usage", "vllm:kv_cache_usage_perc", "{{instance}}", "percentunit"),
     ]),

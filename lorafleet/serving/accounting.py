@@ -189,6 +189,7 @@ class Accounting:
         m = self.metrics
         for e in self._engines():
             m.adapters_loaded.labels(e.root_url).set(len(e.loaded))
+            m.adapter_slots.labels(e.root_url).set(e.max_loaded)
             m.engine_up.labels(e.root_url).set(1 if e.healthy else 0)
         routed = {(name, v) for name, route in self._routes().routes.items() for v in route.versions()}
         versions = {v for _, v in routed}

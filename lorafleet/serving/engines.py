@@ -104,6 +104,7 @@ class EnginePool:
         self.down_after_failed_probes = down_after_failed_probes
         self.client = client
         self.resolve_path = resolve_path
+        self.on_unload: Callable[[Engine, str], None] = lambda _engine, _version: None  # metrics hook
 
     # -- health ---------------------------------------------------------------------------
     async def probe(self, engine: Engine) -> bool:
@@ -302,4 +303,5 @@ class EnginePool:
                     await self.client.post(f"{engine.root_url}/v1/unload_lora_adapter",
                                            json={"lora_name": idle}, timeout=30.0)
             engine.unloads_total += 1
+            self.on_unload(engine, idle)
             log.info("unloaded idle %s from %s", idle, engine.root_url)

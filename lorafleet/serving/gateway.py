@@ -194,6 +194,7 @@ class Gateway:
         self.pool = EnginePool(config.engine_urls, self.client, resolve_path, config.max_loaded_adapters,
                                config.affinity_slack_requests, config.engine_down_after_failed_probes,
                                loading=config.adapter_loading, kind=config.engine_kind, base_name=base_name)
+        self.pool.on_unload = lambda engine, _version: self.metrics.adapter_unloads.labels(engine.root_url).inc()
         self._base_name = base_name
         routes = lambda: self.watcher.routes
         self.targeting = Targeting(routes, lambda: self.base_name, check_version)

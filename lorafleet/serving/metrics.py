@@ -77,7 +77,18 @@ class GatewayMetrics:
             ["result"], registry=r,
         )
         self.adapter_loads = Counter(
-            "lorafleet_adapter_loads", "Adapter loads on engines by result.", ["result"], registry=r,
+            "lorafleet_adapter_loads", "Adapter loads on engines by engine and result (ok, failed).",
+            ["engine", "result"], registry=r,
+        )
+        self.adapter_cache = Counter(
+            "lorafleet_adapter_cache",
+            "Requests for an adapter version by engine and whether that engine had it loaded (hit) or "
+            "had to load it first (miss).", ["engine", "result"], registry=r,
+        )
+        self.adapter_unloads = Counter(
+            "lorafleet_adapter_unloads",
+            "Idle adapter versions unloaded from an engine to make room for another (evictions).",
+            ["engine"], registry=r,
         )
         self.canary_fallbacks = Counter(
             "lorafleet_canary_fallbacks",
@@ -90,6 +101,11 @@ class GatewayMetrics:
         )
         self.adapters_loaded = Gauge(
             "lorafleet_adapters_loaded", "Adapter versions loaded, per engine.", ["engine"], registry=r,
+        )
+        self.adapter_slots = Gauge(
+            "lorafleet_adapter_slots",
+            "Adapter versions the gateway keeps loaded per engine before it unloads idle ones "
+            "(max_loaded_adapters).", ["engine"], registry=r,
         )
         self.engine_up = Gauge(
             "lorafleet_engine_up", "1 if the engine answers its health check.", ["engine"], registry=r,

@@ -50,7 +50,8 @@ class Placement:
             self.pool.release(engine, target.version)
             if not isinstance(err, AdapterLoadFailed):
                 raise
-            self.metrics.adapter_loads.labels("failed").inc()
+            self.metrics.adapter_cache.labels(engine.root_url, "miss").inc()
+            self.metrics.adapter_loads.labels(engine.root_url, "failed").inc()
             if len(self._failed_loads) >= FAILED_LOADS_MAX:
                 self._failed_loads.clear()
             self._failed_loads[target.version] = time.monotonic() + self.failed_load_retry_s
@@ -59,8 +60,9 @@ class Placement:
             log.error("canary failed to load, serving stable instead (no new try for %.0fs): %s",
                       self.failed_load_retry_s, err)
             return await self._serve_stable_instead(target, route)
+        self.metrics.adapter_cache.labels(engine.root_url, "hit" if already else "miss").inc()
         if not already:
-            self.metrics.adapter_loads.labels("ok").inc()
+            self.metrics.adapter_loads.labels(engine.root_url, "ok").inc()
             self.metrics.adapter_load_duration.observe(time.perf_counter() - started)
         return target, engine
 

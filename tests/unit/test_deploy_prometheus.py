@@ -24,7 +24,7 @@ def test_config_and_rules_check() -> None:
     r = promtool("check", "config", "prometheus.yml")
     assert r.returncode == 0, r.stdout + r.stderr
     r = promtool("check", "rules", "rules/lorafleet.rules.yml")
-    assert r.returncode == 0 and "SUCCESS: 6 rules found" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "SUCCESS: 7 rules found" in r.stdout, r.stdout + r.stderr
 
 
 def test_rule_unit_tests_pass() -> None:

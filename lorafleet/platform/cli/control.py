@@ -92,21 +92,22 @@ def status(
     window_s: Annotated[float, typer.Option(help="Measure rates over this many seconds (0: since the gateway started).")] = 0.0,
 ) -> None:
     """Per logical model: stable and canary versions and weights, request rate, error and
-    schema-failure rates, p95 latency and drift per variant.
+    schema-failure rates, p95 latency and drift per variant; per engine, the adapter cache's hit
+    rate, misses, unloads and slots, with advice when evictions make misses dominate.
     """
     import json
 
-    from lorafleet.platform.control.status import collect_status, render_status
-
+    from lorafleet.platform.control.status import collect, render_cache, render_status
     from lorafleet.serving.routes_source import open_routes
 
     routes = open_routes(get_settings())
     url = _gateway_url(gateway)
-    rows = collect_status(routes, url, window_s)
+    rows, cache = collect(routes, url, window_s)
     if as_json:
-        typer.echo(json.dumps({"gateway": url, "routes": rows}, indent=2))
+        typer.echo(json.dumps({"gateway": url, "routes": rows, "adapter_cache": cache}, indent=2))
         return
     render_status(rows, f"routes: {routes.name}  gateway: {url or 'not running'}")
+    render_cache(cache)
 
 
 @canary_app.command("watch")

@@ -13,7 +13,7 @@ import httpx
 
 from lorafleet.platform.errors import PlatformError
 
-__all__ = ["Scrape", "VariantFigures", "scrape", "figures"]
+__all__ = ["CacheFigures", "Scrape", "VariantFigures", "cache_figures", "figures", "scrape"]
 
 ERROR_STATUSES = ("422", "500", "502", "503", "504")
 
@@ -127,3 +127,71 @@ def figures(now: Scrape, before: Scrape | None, route: str, versions: dict[str, 
             seconds=(now.at_s - before.at_s) if before is not None else 0.0,
         )
     return result
+
+
+# -- the adapter cache, per engine --------------------------------------------------------
+THRASH_MISS_RATE = 0.2  # over this share of misses, with evictions, the active set outgrows the slots
+
+
+@dataclass
+class CacheFigures:
+    """One engine's adapter cache between two scrapes (or since start), from the gateway's view."""
+
+    engine: str
+    hits: float = 0.0
+    misses: float = 0.0
+    loads_failed: float = 0.0
+    unloads: float = 0.0
+    loaded: float = 0.0  # gauges: as of the later scrape
+    slots: float = 0.0
+
+    @property
+    def requests(self) -> float:
+        return self.hits + self.misses
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.requests if self.requests else None
+
+    def advice(self) -> str | None:
+        """What to change when misses dominate because versions are evicted and loaded again."""
+        if self.hit_rate is None or 1 - self.hit_rate <= THRASH_MISS_RATE or self.unloads <= 0:
+            return None
+        return (f"{self.engine}: {1 - self.hit_rate:.0%} of adapter requests missed and {self.unloads:g} idle "
+                f"versions were unloaded to make room: the active adapters outgrow its {self.slots:g} slots. "
+                "Raise LORAFLEET_ENGINE_MAX_CPU_LORAS (the gateway's max_loaded_adapters and vLLM's "
+                "--max-cpu-loras; memory per slot is the adapter's size) or add an engine.")
+
+
+def _cache(s: Scrape) -> dict[str, CacheFigures]:
+    out: dict[str, CacheFigures] = {}
+    for name, labels, value in s.samples:
+        engine = labels.get("engine")
+        if engine is None:
+            continue
+        f = out.setdefault(engine, CacheFigures(engine))
+        if name == "lorafleet_adapter_cache_total":
+            if labels.get("result") == "hit":
+                f.hits += value
+            else:
+                f.misses += value
+        elif name == "lorafleet_adapter_loads_total" and labels.get("result") == "failed":
+            f.loads_failed += value
+        elif name == "lorafleet_adapter_unloads_total":
+            f.unloads += value
+        elif name == "lorafleet_adapters_loaded":
+            f.loaded = value
+        elif name == "lorafleet_adapter_slots":
+            f.slots = value
+    return out
+
+
+def cache_figures(now: Scrape, before: Scrape | None = None) -> list[CacheFigures]:
+    """Per engine: adapter-cache hits, misses, failed loads and unloads over (before, now]."""
+    c, p = _cache(now), _cache(before) if before is not None else {}
+    rows = []
+    for engine, f in sorted(c.items()):
+        b = p.get(engine, CacheFigures(engine))
+        rows.append(CacheFigures(engine, f.hits - b.hits, f.misses - b.misses, f.loads_failed - b.loads_failed,
+                                 f.unloads - b.unloads, f.loaded, f.slots))
+    return rows

@@ -1,5 +1,5 @@
 """The adapter cache is visible: a real gateway in front of the session's real vLLM engine, with
-two adapter slots per engine (``max_loaded_adapters=2``).
+two adapter slots per engine (``LORAFLEET_ENGINE_MAX_CPU_LORAS=2``: the gateway's ``max_loaded_adapters``).
 
 - four routes asked in turn (an active set twice the slots): every request misses, idle versions
   are unloaded to make room, and ``platform status --json`` shows the engine's hit rate, misses,
@@ -35,7 +35,8 @@ def test_misses_and_evictions_are_counted_and_status_advises_more_slots(settings
                      "cache", tiny_base).ref for i in range(4)]
     routes_path = tmp_path / "routes.yaml"
     RoutesFile.from_mapping({"routes": {f"cache-{i}": {"stable": ref} for i, ref in enumerate(refs)}}).save(routes_path)
-    gateway = build_gateway(settings, TINY_BASE, [engine.root_url], routes_path, max_loaded_adapters=2)
+    two_slots = settings.model_copy(update={"engine_max_cpu_loras": 2})  # the gateway's max_loaded_adapters
+    gateway = build_gateway(two_slots, TINY_BASE, [engine.root_url], routes_path)
     with GatewayThread(gateway) as gw:
         client = OpenAI(base_url=gw.url, api_key="unused", max_retries=0, timeout=120)
 

@@ -2,7 +2,7 @@
 every process with its own LORAFLEET_HOME, as separate machines would be.
 
 - versions are pushed from a third home; `platform promote --canary 10%` runs from a fourth;
-  both gateways apply it within 2 s; 1,000 requests from distinct users split within binomial
+  both gateways apply it within 2 s; 2,000 requests from distinct users split within binomial
   bounds on both, the same user getting the same variant on either; rollback; 0 failed requests;
   each engine fetched the versions from S3 into its own cache (the gateways hold none);
 - a flipped byte in an S3 object: the engines refuse that version naming the file, and the
@@ -157,7 +157,7 @@ def test_canary_split_on_both_gateways_then_rollback(fleet) -> None:
             return i % 2, _ask(fleet.gateways[i % 2], f"user-{i}")
 
         with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(ask, range(1000)))
+            answers = list(pool.map(ask, range(2000)))
         for g in (0, 1):
             variants = [v for gw, v in answers if gw == g]
             n, k = len(variants), sum(v == f"canary:{canary}" for v in variants)

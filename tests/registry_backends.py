@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -54,14 +55,17 @@ def moto_s3(bucket: str = "lorafleet-test") -> Iterator[str]:
     os.environ.update(S3_ENV)
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
+    # its output goes to a file, never a pipe: a pipe nobody reads would block the server once full
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen([sys.executable, "-c", f"from tests.registry_backends import _serve; _serve({port})"],
                             cwd=Path(__file__).resolve().parents[1], env={**os.environ, **S3_ENV},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while not answers_ok(f"{endpoint}/moto-api/", 1.0):
             if proc.poll() is not None:
-                raise RuntimeError(f"the moto S3 server exited ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"the moto S3 server exited ({proc.returncode}): {log.read().decode()[-2000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError("the moto S3 server did not answer within 60 s")
             time.sleep(0.1)
@@ -70,3 +74,4 @@ def moto_s3(bucket: str = "lorafleet-test") -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+        log.close()

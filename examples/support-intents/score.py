@@ -56,10 +56,11 @@ def main() -> None:
     settings = get_settings()
     schema = json.loads((HERE / "schema.json").read_text())
     sets = {p.stem: load_set(p) for p in args.sets}
+    rank = json.loads((args.adapter / "adapter_config.json").read_text())["r"] if args.adapter else 16  # fitted
     log = settings.layout.logs / "score-engine.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cfg = EngineConfig.from_settings(settings, settings.layout.base(args.base), args.base, log_path=log,
-                                     max_lora_rank=64, max_loras=1)
+                                     max_lora_rank=rank, max_loras=1)
     result: dict = {"sets": {k: str(p) for k, p in zip(sets, args.sets)}, "adapter_dir": str(args.adapter)}
     t0 = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)

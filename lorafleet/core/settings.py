@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     engine_max_model_len: int = Field(
         default=2048, ge=64, description="Context length the engine serves (--max-model-len)."
     )
+    engine_cpu_lora_ops: bool = Field(
+        default=True,
+        description="On a CPU engine, lorafleet's LoRA ops (one matmul per adapter in the batch, "
+        "lorafleet.engine.cpu_lora) replace vLLM's per-token ones; false keeps vLLM's.",
+    )
     engine_kvcache_gib: int = Field(
         default=1, ge=1, description="KV cache size on the CPU engine (VLLM_CPU_KVCACHE_SPACE)."
     )

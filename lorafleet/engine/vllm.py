@@ -24,6 +24,7 @@ from pydantic import Field
 
 from lorafleet.core.config import ConfigModel
 from lorafleet.core.settings import Settings
+from lorafleet.engine.cpu_lora import cpu_lora_environment
 from lorafleet.engine.errors import EngineError
 from lorafleet.engine.process import GroupReaper, answers_ok, die_with_parent, end_process_group, free_port
 
@@ -48,6 +49,8 @@ class EngineConfig(ConfigModel):
         default=True,
         description="Constrained JSON without free whitespace (xgrammar): small models cannot wander in blanks.",
     )
+    cpu_lora_ops: bool = Field(
+        default=True, description="lorafleet's per-adapter CPU LoRA ops in the engine (lorafleet.engine.cpu_lora).")
     extra_args: list[str] = Field(default_factory=list, description="More vLLM server arguments.")
     extra_env: dict[str, str] = Field(
         default_factory=dict,
@@ -60,6 +63,7 @@ class EngineConfig(ConfigModel):
             max_cpu_loras=settings.engine_max_cpu_loras,
             max_lora_rank=settings.engine_max_lora_rank,
             max_model_len=settings.engine_max_model_len,
+            cpu_lora_ops=settings.engine_cpu_lora_ops,
             kvcache_gib=settings.engine_kvcache_gib,
             start_timeout_s=settings.engine_start_timeout_s,
         )
@@ -124,6 +128,8 @@ class LocalEngine:
             TOKENIZERS_PARALLELISM="false",
         )
         env.update(self.config.extra_env)
+        if self.config.cpu_lora_ops:
+            env.update(cpu_lora_environment(env.get("VLLM_PLUGINS")))
         return env
 
     def start(self, wait: bool = True) -> LocalEngine:

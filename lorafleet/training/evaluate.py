@@ -55,6 +55,14 @@ def evaluate_on_engine(base_url: str, model: str, cfg: TrainConfig, sets: list[E
     return {s.name: score_set(s, generate_answers(base_url, model, s.prompts, s.max_new_tokens), schema) for s in sets}
 
 
+def _adapter_rank(adapter_dir: Path, default: int) -> int:
+    """The candidate's LoRA rank (a continued adapter keeps its parent's), from its adapter_config.json."""
+    try:
+        return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+
+
 def base_cache_path(cfg: TrainConfig, settings: Settings, base_manifest: Any, s: EvalSet) -> Path:
     """Where the base's scores on set ``s`` are cached: by base identity, the set's file hash and how it is scored."""
     parts = {
@@ -87,7 +95,7 @@ def run_evaluation(cfg: TrainConfig, settings: Settings, base_manifest: Any, bas
     log = settings.layout.logs / "train-eval-engine.log"
     engine_cfg = EngineConfig.from_settings(
         settings, base_dir, base_manifest.name, log_path=log, start_timeout_s=cfg.eval.engine_start_timeout_s,
-        max_lora_rank=max(settings.engine_max_lora_rank, cfg.peft.r), max_loras=1,
+        max_lora_rank=_adapter_rank(adapter_dir, cfg.peft.r), max_loras=1,  # fitted: the CPU LoRA cost grows with it
     )
     listed = ", ".join(f"{s.name} ({len(s.prompts)} rows)" for s in sets)
     say(f"starting vLLM engine on {base_manifest.name} to evaluate {listed} (log: {log})")

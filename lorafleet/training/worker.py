@@ -77,6 +77,7 @@ def _trainer_args(cfg: dict, out_dir: str) -> dict:
         data_seed=cfg["seed"],
         use_cpu=not cfg["use_gpu"],
         bf16=cfg["quantization"] == "nf4" or cfg["bf16_autocast"],
+        gradient_checkpointing=cfg.get("gradient_checkpointing", False),  # TRL turns it on unless told
         report_to=[],
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",

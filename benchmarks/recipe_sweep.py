@@ -3,7 +3,7 @@
 sets (greedy, unconstrained). Prints a table, writes ``benchmarks/out/recipe_sweep.json`` and draws
 ``benchmarks/out/recipe_sweep.png``.
 
-    LORAFLEET_HOME=/tmp/sweep-home .venv/bin/python benchmarks/recipe_sweep.py shipped all-linear
+    LORAFLEET_HOME=/tmp/sweep-home .venv/bin/python benchmarks/recipe_sweep.py shipped packed
     .venv/bin/python benchmarks/recipe_sweep.py --list
 
 Scoring here uses transformers' batched greedy generation on the merged adapter (seconds per
@@ -31,16 +31,17 @@ EXAMPLE = ROOT / "examples" / "support-intents"
 OUT = ROOT / "benchmarks" / "out" / "recipe_sweep.json"
 FIELDS = ["intent", "order_id", "error"]
 SETS = {"held_out": "eval.jsonl", "hard": "hard.jsonl", "golden": "golden.jsonl"}
-ALL_LINEAR = "peft.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
+ATTENTION = "peft.target_modules=[q_proj,k_proj,v_proj,o_proj]"
 
+# overrides on train.yaml as shipped (LoRA r=16 on all linear layers, batch 8, 1 epoch, lr 2e-3)
 VARIANTS: dict[str, list[str]] = {
     "shipped": [],
-    "all-linear": [ALL_LINEAR],
-    "all-linear-lr1e-3": [ALL_LINEAR, "learning_rate=0.001"],
-    "all-linear-2ep": [ALL_LINEAR, "epochs=2"],
-    "all-linear-packed": [ALL_LINEAR, "packing=true", "batch_size=12"],
-    "all-linear-r32": [ALL_LINEAR, "peft.r=32", "peft.alpha=64"],
-    "all-linear-bs8": [ALL_LINEAR, "batch_size=8"],
+    "attention-only-bs16": [ATTENTION, "batch_size=16"],   # the recipe before 2026-12-02
+    "all-linear-bs16": ["batch_size=16"],
+    "packed": ["packing=true", "batch_size=3"],            # 3 blocks of 128 tokens: about 7.5 rows a step
+    "lr1e-3": ["learning_rate=0.001"],
+    "2-epochs": ["epochs=2"],
+    "r32": ["peft.r=32", "peft.alpha=64"],
 }
 
 

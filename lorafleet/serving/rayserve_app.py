@@ -95,6 +95,8 @@ class RayServeAppConfig(ConfigModel):
                                                                            "fetch and checks may take.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine arguments "
                                                                             "(they override the ones above).")
+    cpu_lora_ops: bool = Field(default=True, description="On CPU replicas, lorafleet's per-adapter LoRA ops "
+                               "(lorafleet.engine.cpu_lora) instead of vLLM's per-token ones.")
     env_vars: dict[str, str] = Field(default_factory=dict, description="Environment of the LLM replicas (runtime_env; "
                                      "e.g. LORAFLEET_REGISTRY_URL). Secrets belong in the nodes' environment.")
 
@@ -118,7 +120,8 @@ class RayServeAppConfig(ConfigModel):
         values: dict[str, Any] = {"max_loras": settings.engine_max_loras, "max_cpu_loras": settings.engine_max_cpu_loras,
                                   "max_lora_rank": settings.engine_max_lora_rank,
                                   "max_model_len": settings.engine_max_model_len,
-                                  "kvcache_gib": settings.engine_kvcache_gib}
+                                  "kvcache_gib": settings.engine_kvcache_gib,
+                                  "cpu_lora_ops": settings.engine_cpu_lora_ops}
         values.update(overrides)
         return cls.from_mapping({"base": base_name, "base_dir": str(base_dir) if base_dir else None, **values},
                                 "rayserve app")
@@ -153,6 +156,10 @@ def rayserve_llm_config(config: RayServeAppConfig, base_dir: str | None = None):
     env = dict(config.env_vars)
     if config.accelerator == "cpu":
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kvcache_gib))
+        if config.cpu_lora_ops:  # lorafleet's per-adapter LoRA ops, as on a plain engine
+            from lorafleet.engine.cpu_lora import cpu_lora_environment
+
+            env.update(cpu_lora_environment(env.get("VLLM_PLUGINS")))
         bundle: dict[str, float] = {"CPU": config.cpus_per_replica}
     else:
         bundle = {"CPU": config.cpus_per_replica, "GPU": 1}

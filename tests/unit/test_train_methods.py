@@ -205,9 +205,10 @@ def test_init_from_must_match_the_base_and_lora_shape(settings, tiny_base, tmp_p
     from lorafleet.training.lineage import build_lineage, resolve_parent
 
     reg = open_registry(settings)
-    adapter = make_random_lora(settings.layout.base("tiny-llama"), tmp_path / "a", r=8)
-    ref = reg.push(adapter, "parent-shape", tiny_base).ref
     config = EXAMPLES / "support-intents" / "train.yaml"
+    modules = tuple(load_train_config(config, []).peft.target_modules)  # the parent has the example's shape
+    adapter = make_random_lora(settings.layout.base("tiny-llama"), tmp_path / "a", r=8, target_modules=modules)
+    ref = reg.push(adapter, "parent-shape", tiny_base).ref
     ok = load_train_config(config, ["base=tiny-llama", f"init_from={ref}", "peft.r=8", "peft.alpha=16"])
     parent = resolve_parent(ok, settings, tiny_base)
     assert parent.ref == ref and "adapter_model.safetensors" in parent.files

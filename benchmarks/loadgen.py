@@ -15,10 +15,11 @@ MSG = [{"role": "user", "content": "Tell me about the sea."}]
 
 
 async def load(url: str, models: list[str], concurrency: int, requests: int, stagger_s: float = 0.0,
-               **extra) -> dict:
+               headers: dict[str, str] | None = None, distinct_users: bool = False, **extra) -> dict:
     """``requests`` streamed chat completions, ``concurrency`` at a time; latency to the last byte.
 
-    ``stagger_s`` spreads the streams' first requests over that long: streams of equal length
+    ``models[i % len(models)]`` is request i's model (a drawn sequence gives skewed traffic);
+    ``distinct_users`` gives every request its own OpenAI ``user``. ``stagger_s`` spreads the streams' first requests over that long: streams of equal length
     that all start together stay in step, and each wave then arrives as one burst.
     """
     import aiohttp
@@ -35,8 +36,10 @@ async def load(url: str, models: list[str], concurrency: int, requests: int, sta
             for i in todo:
                 body = {"model": models[i % len(models)], "messages": MSG, "max_tokens": TOKENS, "stream": True,
                         "ignore_eos": True, "temperature": 0, **extra}
+                if distinct_users:
+                    body["user"] = f"user-{i}"
                 t0 = time.perf_counter()
-                async with session.post(f"{url}/chat/completions", json=body) as r:
+                async with session.post(f"{url}/chat/completions", json=body, headers=headers) as r:
                     if r.status != 200:
                         failures += 1
                         print(f"    failed: HTTP {r.status} from {url}: {(await r.read())[:300]!r}", flush=True)

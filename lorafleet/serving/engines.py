@@ -15,8 +15,9 @@ supervisor restarted on a fresh port (``replace_url``: same Engine, new URL, not
 
 Who loads (``loading``): ``gateway`` materializes a verified copy itself and passes its local
 path to vLLM's ``/v1/load_lora_adapter`` (one machine, one disk); ``engine`` only names the
-version in a one-token completion, which makes the engine's own lorafleet LoRA resolver fetch
-and verify it from the registry (engines on other machines, no shared disk). Unloading idle
+version in a request that makes the engine's own lorafleet LoRA resolver fetch and verify it
+from the registry (engines on other machines, no shared disk): on vLLM a ``/tokenize``, which
+never queues behind generation (:func:`~lorafleet.serving.engine_kinds.load_request`). Unloading idle
 versions is the same ``/v1/unload_lora_adapter`` in both (it needs only the name).
 
 The engine set can change while the gateway runs (:meth:`EnginePool.set_urls`, from the routes
@@ -34,13 +35,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
 
-from lorafleet.serving.engine_kinds import can_unload, health_path, model_name
+from lorafleet.serving.engine_kinds import can_unload, health_path, load_request, model_name
 from lorafleet.serving.errors import AdapterLoadFailed, EngineUnavailable
 from lorafleet.serving.upstream import translate
 
@@ -260,8 +262,8 @@ class EnginePool:
         the registry. Either refusal (a corrupted file, another base, an unknown version) is a
         permanent failure naming the reason."""
         if self.loading == "engine":
-            url = f"{engine.root_url}/v1/completions"
-            body = {"model": self.model_name(engine, version), "prompt": "ok", "max_tokens": 1, "temperature": 0}
+            path, body = load_request(self.kind, self.model_name(engine, version))
+            url = f"{engine.root_url}{path}"
             refused = f"the engine at {engine.root_url} could not load it from the registry"
         else:
             try:
@@ -276,6 +278,7 @@ class EnginePool:
             refused = "engine answered"
         await self._evict_idle(engine)
         generation = engine.generation
+        started = time.perf_counter()
         try:
             resp = await self.client.post(url, json=body, timeout=120.0)
         except httpx.HTTPError as exc:
@@ -290,7 +293,7 @@ class EnginePool:
             raise EngineUnavailable(f"the engine at {url} was restarted while {version} loaded")
         engine.loaded[version] = None
         engine.loads_total += 1
-        log.info("loaded %s on %s", version, engine.root_url)
+        log.info("loaded %s on %s in %.0f ms", version, engine.root_url, (time.perf_counter() - started) * 1e3)
 
     async def _evict_idle(self, engine: Engine) -> None:
         while len(engine.loaded) >= engine.max_loaded:

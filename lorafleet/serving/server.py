@@ -143,6 +143,10 @@ def supervisor_config(restart_unhealthy_after_s: float | None = None) -> Supervi
     return SupervisorConfig(restart_unhealthy_after_s=restart_unhealthy_after_s or None)
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def serve_foreground(settings: Settings, base: str, host: str, port: int, engine_urls: list[str],
                      supervisor: SupervisorConfig | None = None) -> None:
     """Start (and supervise, per ``supervisor``) a local engine unless engine URLs are given, then run
@@ -154,6 +158,7 @@ def serve_foreground(settings: Settings, base: str, host: str, port: int, engine
     from lorafleet.engine.supervisor import EngineSupervisor
 
     check_bind(settings, host)
+    _configure_logging()  # INFO: loads, unloads, engine health, routes reloads (a no-op where logging is set up)
     supervisor_cfg, supervisor = supervisor, None
     if not engine_urls:
         BaseStore(settings.layout.bases).require(base)
@@ -245,7 +250,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--restart-unhealthy-after-s", type=float, default=None,
                         help="restart an engine whose /health has failed this long (0: never)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call is noise
     return args
 

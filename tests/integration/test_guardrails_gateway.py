@@ -156,7 +156,12 @@ def test_counters_equal_what_the_client_sent_and_saw(setup) -> None:
         usage = [c.usage for c in stream if c.usage][-1]
         prompt_seen += usage.prompt_tokens
         completion_seen += usage.completion_tokens
-    text = httpx.get(f"{gw.root_url}/metrics").text
+    deadline = time.monotonic() + 10  # a stream's request is counted just after its last chunk is sent
+    while True:
+        text = httpx.get(f"{gw.root_url}/metrics").text
+        if metric(text, "lorafleet_requests_total", status="200", **labels) - req0 >= 10 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert metric(text, "lorafleet_requests_total", status="200", **labels) - req0 == 10
     assert metric(text, "lorafleet_completion_tokens_total", **labels) - comp0 == completion_seen
     assert metric(text, "lorafleet_prompt_tokens_total", **labels) - prompt0 == prompt_seen

@@ -19,8 +19,9 @@ async def load(url: str, models: list[str], concurrency: int, requests: int, sta
     """``requests`` streamed chat completions, ``concurrency`` at a time; latency to the last byte.
 
     ``models[i % len(models)]`` is request i's model (a drawn sequence gives skewed traffic);
-    ``distinct_users`` gives every request its own OpenAI ``user``. ``stagger_s`` spreads the streams' first requests over that long: streams of equal length
-    that all start together stay in step, and each wave then arrives as one burst.
+    ``distinct_users`` gives every request its own OpenAI ``user``. ``stagger_s`` spreads the
+    streams' first requests over that long: streams of equal length that all start together stay
+    in step, and each wave then arrives as one burst.
     """
     import aiohttp
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -313,10 +314,14 @@ def test_lru_unloads_idle_versions_never_one_in_use(settings, engine, versions, 
         assert asyncio.run(burst()) == [l1] * 12
         assert eng.loads_total - loads_before == 1  # twelve first requests, one load
 
-        # a stream that stays in use while two other versions load: 6 choices x 1,900 tokens take the
-        # engine tens of seconds here (one choice of 1,200 could end in about a second, before the loads)
+        # a stream that stays in use while two other versions load, however fast the engine: a slow
+        # client. It reads one line, then nothing until the loads are done; its 64 KiB receive buffer
+        # fills long before the ~2.8 MB of 6 x 1,900 tokens' chunks, so the gateway's relay waits on
+        # it and the version stays leased (a timing race with the engine failed in CI once)
         body = {"model": "lru-a", "messages": MSG, "max_tokens": 1900, "n": 6, "ignore_eos": True, "stream": True}
-        with httpx.stream("POST", f"{gw.url}/chat/completions", json=body, timeout=120) as long_stream:
+        slow = httpx.Client(timeout=120, transport=httpx.HTTPTransport(
+            socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)]))
+        with slow, slow.stream("POST", f"{gw.url}/chat/completions", json=body) as long_stream:
             it = long_stream.iter_lines()
             next(it)
             client = OpenAI(base_url=gw.url, api_key="unused", max_retries=0)

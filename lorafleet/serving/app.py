@@ -12,6 +12,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,6 +31,12 @@ log = logging.getLogger("lorafleet.gateway")
 def _error_response(err: ServingError) -> JSONResponse:
     return JSONResponse(error_body(err.message, err.error_type, err.param, err.code),
                         status_code=err.status_code, headers=err.headers)
+
+
+def uvicorn_config(gateway: Gateway, host: str, port: int, **kwargs) -> uvicorn.Config:
+    """How uvicorn serves the gateway's app: quiet logs, and client keep-alive from the gateway's config."""
+    return uvicorn.Config(create_app(gateway), host=host, port=port, log_level="warning", access_log=False,
+                          timeout_keep_alive=gateway.config.keep_alive_s, **kwargs)
 
 
 def create_app(gateway: Gateway) -> FastAPI:

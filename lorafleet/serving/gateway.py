@@ -59,7 +59,7 @@ from lorafleet.serving.upstream import (
     translate,
 )
 
-__all__ = ["GatewayConfig", "Gateway", "create_app", "Target", "SchemaRejected"]
+__all__ = ["GatewayConfig", "Gateway", "create_app", "uvicorn_config", "Target", "SchemaRejected"]
 
 log = logging.getLogger("lorafleet.gateway")
 MAX_ENGINE_ATTEMPTS = 3  # a request whose engine fails before answering is tried on up to 2 others
@@ -75,6 +75,10 @@ class GatewayConfig(ConfigModel):
         default=None, description="The routes file to watch, unless the gateway is given another routes source.")
     keys_file: Path | None = Field(default=None, description="Tenant API keys (hashed); None runs open.")
     upstream_timeout_s: float = Field(default=120.0, gt=0, description="Read timeout towards an engine.")
+    keep_alive_s: float = Field(
+        default=75.0, gt=0, description="How long an idle client connection stays open (uvicorn's "
+        "timeout_keep_alive). Longer than the 5 s after which httpx clients (the openai SDK) drop idle "
+        "connections, so a client never sends on one the gateway is closing (a reset, not a retry).")
     routes_poll_interval_s: float = Field(default=0.25, gt=0, description="How often the routes file is checked.")
     health_interval_s: float = Field(default=1.0, gt=0, description="How often engines are health-checked.")
     max_loaded_adapters: int = Field(default=16, ge=1, description="Adapter versions kept per engine (LRU).")
@@ -498,3 +502,10 @@ def create_app(gateway: Gateway):
     from lorafleet.serving.app import create_app as _create_app
 
     return _create_app(gateway)
+
+
+def uvicorn_config(gateway: Gateway, host: str, port: int, **kwargs):
+    """The uvicorn config that serves one :class:`Gateway` (see :mod:`lorafleet.serving.app`)."""
+    from lorafleet.serving.app import uvicorn_config as _uvicorn_config
+
+    return _uvicorn_config(gateway, host, port, **kwargs)

@@ -28,7 +28,7 @@ from lorafleet.core.fsutil import atomic_write_text
 from lorafleet.core.settings import Settings, get_settings
 from lorafleet.serving.drift import psi, reference_centroid, reference_histograms
 from lorafleet.serving.errors import ServingError
-from lorafleet.serving.gateway import Gateway, GatewayConfig, create_app
+from lorafleet.serving.gateway import Gateway, GatewayConfig, uvicorn_config
 from lorafleet.engine.process import answers_ok
 from lorafleet.serving.pidfile import PID_FILE, is_loopback, read_pid_file
 
@@ -173,7 +173,7 @@ def serve_foreground(settings: Settings, base: str, host: str, port: int, engine
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         gateway = build_gateway(settings, base, engine_urls)
-        config = uvicorn.Config(create_app(gateway), host=host, port=port, log_level="warning", access_log=False)
+        config = uvicorn_config(gateway, host, port)
         server = uvicorn.Server(config)
 
         async def serve() -> None:

@@ -9,7 +9,7 @@ import time
 import uvicorn
 
 from lorafleet.engine.process import free_port
-from lorafleet.serving.gateway import Gateway, create_app
+from lorafleet.serving.gateway import Gateway, uvicorn_config
 from lorafleet.engine.process import answers_ok
 
 __all__ = ["GatewayThread", "ClientThreads"]
@@ -19,8 +19,7 @@ class GatewayThread:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.port = free_port()
-        config = uvicorn.Config(create_app(gateway), host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="on")
+        config = uvicorn_config(gateway, "127.0.0.1", self.port, lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
 

@@ -116,6 +116,8 @@ class Registry:
     def resolve(self, ref: str) -> AdapterManifest:
         """NAME@N, NAME@ALIAS or NAME (the newest version)."""
         name, which = parse_ref(ref)
+        if which is not None and which.isdigit() and (manifest := self.get(name, int(which))) is not None:
+            return manifest  # NAME@N, the engines' case: two reads, no listing (the rest names what is missing)
         versions = self.versions(name)
         if not versions:
             known = ", ".join(self.names()) or "none"
@@ -206,9 +208,9 @@ class Registry:
                 raise IntegrityError(f"{m.ref}: file {rel} does not match its sha256 (corrupted)")
         return m
 
-    def pull(self, ref: str, dest: Path) -> Path:
+    def pull(self, ref: str | AdapterManifest, dest: Path) -> Path:
         """Copy a version's files into ``dest`` (created whole or not at all), verified."""
-        m = self.resolve(ref)
+        m = ref if isinstance(ref, AdapterManifest) else self.resolve(ref)
         dest = Path(dest)
         if dest.exists():
             raise RegistryError(f"{dest} already exists")
@@ -220,9 +222,10 @@ class Registry:
                 self._check_file(m, rel, target)
         return dest
 
-    def materialize(self, ref: str) -> Path:
-        """A verified local folder with the version's files (for an engine to load)."""
-        m = self.resolve(ref)
+    def materialize(self, ref: str | AdapterManifest) -> Path:
+        """A verified local folder with the version's files (for an engine to load); ``ref`` may be
+        the manifest :meth:`resolve` already returned."""
+        m = ref if isinstance(ref, AdapterManifest) else self.resolve(ref)
         local = self.storage.local_path(self._blob_key(m.name, m.blob, "x"))
         if local is not None:
             folder = local.parent
@@ -237,7 +240,7 @@ class Registry:
                 return folder
             except IntegrityError:
                 shutil.rmtree(folder, ignore_errors=True)
-        tmp = self.pull(m.ref, folder.parent / f".pull-{folder.name}-{uuid.uuid4().hex[:8]}")
+        tmp = self.pull(m, folder.parent / f".pull-{folder.name}-{uuid.uuid4().hex[:8]}")
         try:
             os.rename(tmp, folder)  # another process may have materialized it meanwhile: keep theirs
         except OSError:

@@ -25,8 +25,9 @@ The plugin is registered through vLLM's ``vllm.general_plugins`` entry point
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lorafleet.core.names import is_version_ref
@@ -35,7 +36,7 @@ __all__ = ["ENABLE_ENV", "PLUGIN_NAME", "RegistryFetcher", "register"]
 
 ENABLE_ENV = "LORAFLEET_LORA_RESOLVER"
 PLUGIN_NAME = "lorafleet_registry_resolver"  # the entry point's name, for VLLM_PLUGINS
-log = logging.getLogger("lorafleet.lora_resolver")
+FETCH_THREADS = 16  # registry fetches at once per engine process
 
 
 class RegistryFetcher:
@@ -68,20 +69,26 @@ class RegistryFetcher:
         except NotFound:
             return None
         check_compatibility(manifest, self.base, max_lora_rank=self.max_lora_rank)
-        folder = self.registry.materialize(ref)
+        folder = self.registry.materialize(manifest)
         check_compatibility(folder, self.base, max_lora_rank=self.max_lora_rank)
         return folder
 
 
 def _resolver_class():
+    from vllm.logger import init_logger  # vLLM's handler: the lines show in the engine's log at its level
     from vllm.lora.request import LoRARequest
     from vllm.lora.resolver import LoRAResolver
+
+    vlog = init_logger("vllm.lorafleet.lora_resolver")
 
     class LorafleetRegistryResolver(LoRAResolver):
         """vLLM's side: one fetcher per base model path, fetches off the event loop."""
 
         def __init__(self) -> None:
             self._fetchers: dict[str, RegistryFetcher] = {}
+            # fetches wait on the registry, not the CPU: their own threads, not the event loop's few
+            # default ones (cores + 4), so a burst of first requests for many versions runs in parallel
+            self._pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="lorafleet-fetch")
 
         def _fetcher(self, base_model_name: str) -> RegistryFetcher:
             if base_model_name not in self._fetchers:
@@ -92,14 +99,17 @@ def _resolver_class():
         async def resolve_lora(self, base_model_name: str, lora_name: str) -> LoRARequest | None:
             if not is_version_ref(lora_name):
                 return None
+            started = time.perf_counter()
             try:
-                folder = await asyncio.to_thread(lambda: self._fetcher(base_model_name).fetch(lora_name))
+                folder = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, lambda: self._fetcher(base_model_name).fetch(lora_name))
             except Exception as err:
-                log.error("refused %s: %s", lora_name, err)
+                vlog.error("refused %s: %s", lora_name, err)
                 raise
             if folder is None:
                 return None
-            log.info("resolved %s from the registry into %s", lora_name, folder)
+            vlog.info("resolved %s from the registry into %s in %.0f ms", lora_name, folder,
+                     (time.perf_counter() - started) * 1e3)
             return LoRARequest(lora_name=lora_name, lora_int_id=1, lora_path=str(folder))  # vLLM sets the id
 
     return LorafleetRegistryResolver
@@ -112,4 +122,7 @@ def register() -> None:
     from vllm.lora.resolver import LoRAResolverRegistry
 
     LoRAResolverRegistry.register_resolver("lorafleet registry", _resolver_class()())
-    log.info("lorafleet registry resolver on: requests naming name@N load it from the registry")
+    from vllm.logger import init_logger
+
+    init_logger("vllm.lorafleet.lora_resolver").info(
+        "lorafleet registry resolver on: requests naming name@N load it from the registry")

@@ -9,7 +9,10 @@ the engine that was idle a moment ago.
 
 An adapter version is loaded on an engine on demand, exactly once even when many first
 requests arrive together; versions in use are leased so that, over the engine's limit,
-only idle ones are unloaded (least recently used first). An engine that comes back
+only idle ones are unloaded: the one with the fewest of the engine's last ``USE_WINDOW`` requests,
+the least recently used among equals. Plain LRU let a cold tail (Zipf traffic over many
+versions: each cold version asked once) push out versions asked for every few requests; counting
+recent uses keeps the hot ones resident and lets the tail churn. An engine that comes back
 after being down has forgotten its adapters, so its loaded set is cleared; so has one that a
 supervisor restarted on a fresh port (``replace_url``: same Engine, new URL, nothing loaded).
 
@@ -36,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -49,6 +52,8 @@ from lorafleet.serving.upstream import translate
 __all__ = ["Engine", "EnginePool", "PathResolver", "normalize_url"]
 
 log = logging.getLogger("lorafleet.gateway")
+
+USE_WINDOW = 1000  # an engine's last requests for adapter versions, counted for eviction
 
 # version (name@N) -> a verified local adapter folder; raises on integrity/compatibility errors
 PathResolver = Callable[[str], Awaitable[Path]]
@@ -71,6 +76,8 @@ class Engine:
         self.base_name: str | None = None
         self.inflight = 0
         self.loaded: OrderedDict[str, None] = OrderedDict()  # LRU order, oldest first
+        self.recent: deque[str] = deque(maxlen=USE_WINDOW)  # the versions of its last requests
+        self.uses: Counter[str] = Counter()  # ... counted
         self.loading: dict[str, int] = {}  # version -> callers waiting for its load to end
         self.in_use: dict[str, int] = {}
         self.load_locks: dict[str, asyncio.Lock] = {}
@@ -79,6 +86,16 @@ class Engine:
 
     def forget_adapters(self) -> None:
         self.loaded.clear()
+
+    def used(self, version: str) -> None:
+        """Count one request for ``version`` in the window that eviction reads."""
+        if len(self.recent) == self.recent.maxlen:
+            oldest = self.recent[0]
+            self.uses[oldest] -= 1
+            if not self.uses[oldest]:
+                del self.uses[oldest]
+        self.recent.append(version)
+        self.uses[version] += 1
 
     def has(self, version: str) -> bool:
         """The version is loaded here, or its load has begun (requests for it can share that)."""
@@ -241,6 +258,7 @@ class EnginePool:
     # -- adapters ---------------------------------------------------------------------------
     async def ensure_loaded(self, engine: Engine, version: str) -> None:
         """Load ``version`` on ``engine`` unless it is there; concurrent callers share one load."""
+        engine.used(version)
         if version in engine.loaded:
             engine.loaded.move_to_end(version)
             return
@@ -297,7 +315,8 @@ class EnginePool:
 
     async def _evict_idle(self, engine: Engine) -> None:
         while len(engine.loaded) >= engine.max_loaded:
-            idle = next((v for v in engine.loaded if v not in engine.in_use), None)
+            idle = min((v for v in engine.loaded if v not in engine.in_use), default=None,
+                       key=lambda v: engine.uses.get(v, 0))  # fewest recent uses; min keeps the oldest of equals
             if idle is None:
                 return  # all in use: vLLM's own CPU LRU copes; never unload a version in use
             del engine.loaded[idle]

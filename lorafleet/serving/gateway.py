@@ -81,7 +81,7 @@ class GatewayConfig(ConfigModel):
         "connections, so a client never sends on one the gateway is closing (a reset, not a retry).")
     routes_poll_interval_s: float = Field(default=0.25, gt=0, description="How often the routes file is checked.")
     health_interval_s: float = Field(default=1.0, gt=0, description="How often engines are health-checked.")
-    max_loaded_adapters: int = Field(default=16, ge=1, description="Adapter versions kept per engine (LRU).")
+    max_loaded_adapters: int = Field(default=16, ge=1, description="Adapter versions kept per engine (the least used recently go first).")
     failed_load_retry_s: float = Field(
         default=30.0, ge=0,
         description="After a version fails to load, canary requests go to stable without a new try for this long.",

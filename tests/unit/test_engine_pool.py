@@ -117,6 +117,36 @@ def test_concurrent_first_requests_load_a_version_once_and_stop_counting_it_as_l
     assert loads == ["a@1"] and "a@1" in e.loaded and e.loading == {}
 
 
+def test_a_cold_tail_does_not_push_out_a_version_asked_for_every_few_requests() -> None:
+    """Three slots; the hot version is asked for between every three cold ones. LRU unloaded it each
+    time three cold versions arrived after it; eviction by recent uses keeps it and lets the tail churn.
+    (The unload request goes to a port that refuses; the pool ignores that, as for a gone engine.)"""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    p = EnginePool([f"http://127.0.0.1:{closed_port}"], client=None, resolve_path=None, max_loaded=3)
+    e = p.engines[0]
+    loads: list[str] = []
+
+    async def fake_load(engine, version: str) -> None:  # the HTTP load, covered by integration tests
+        await p._evict_idle(engine)
+        loads.append(version)
+        engine.loaded[version] = None
+
+    p._load = fake_load
+    asked = ["hot@1"] * 3 + [v for i in range(0, 30, 3) for v in (f"c{i}@1", f"c{i + 1}@1", f"c{i + 2}@1", "hot@1")]
+
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            p.client = client
+            for version in asked:
+                await p.ensure_loaded(e, version)
+
+    asyncio.run(run())
+    assert loads.count("hot@1") == 1, loads
+    assert len(e.loaded) == 3 and "hot@1" in e.loaded and e.unloads_total == 30 - 2
+
+
 def test_negative_slack_is_refused() -> None:
     with pytest.raises(ValueError, match="affinity_slack_requests"):
         pool(slack=-1)

@@ -18,8 +18,8 @@ __all__ = ["run_quickstart", "EXAMPLE", "QUICK_OVERRIDES", "ROUTE"]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support-intents" / "train.yaml"
 ROUTE = "support-intents"
 # The quickstart shows the whole loop in minutes: a short run of the example's recipe (60 of its 205
-# steps) scored on the first 100 rows of each set. `platform train` on the same file runs it in full.
-QUICK_OVERRIDES = ("max_steps=60", "eval.max_rows=100")
+# steps) scored on the first 50 rows of each set. `platform train` on the same file runs it in full.
+QUICK_OVERRIDES = ("max_steps=60", "eval.max_rows=50")
 
 
 def _traffic(url: str, route: str, requests: int, prompts: list[list[dict]], say, max_tokens: int = 32) -> dict:

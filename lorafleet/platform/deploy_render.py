@@ -142,7 +142,11 @@ def _engines(fleet: Fleet, image: str, namespace: str) -> list[dict]:
                          "failureThreshold": 90}
     sts = _workload("StatefulSet", ENGINES, "engine", namespace, t.ENGINE_REPLICAS,
                     _pod_spec([c], [p]), serviceName=ENGINES, podManagementPolicy="Parallel")
-    return [sts, _service(ENGINES, "engine", namespace, p.port, headless=True)]
+    # vLLM's --api-key guards only /v1 (and a few more): /tokenize, /metrics and /health answer
+    # anyone, so only the gateways and Prometheus (for the ServiceMonitor) may reach the port
+    prometheus = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    policy = _ingress_policy(ENGINES, "engine", namespace, p.port, [_pods(GATEWAY), prometheus])
+    return [sts, _service(ENGINES, "engine", namespace, p.port, headless=True), policy]
 
 
 def _redis(fleet: Fleet, namespace: str) -> list[dict]:
@@ -150,12 +154,19 @@ def _redis(fleet: Fleet, namespace: str) -> list[dict]:
     c = _container(p, REDIS_IMAGE, port_name="redis")
     deployment = _workload("Deployment", REDIS, "redis", namespace, 1, _pod_spec([c], [p], uid=REDIS_UID))
     service = _service(REDIS, "redis", namespace, p.port, target="redis", port_name="redis")
-    policy = {  # no password on the counters: only the gateways may reach them
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(REDIS, "redis", namespace),
-        "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": REDIS}}, "policyTypes": ["Ingress"],
-                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": GATEWAY}}}],
-                              "ports": [{"protocol": "TCP", "port": p.port}]}]}}
+    policy = _ingress_policy(REDIS, "redis", namespace, p.port, [_pods(GATEWAY)])  # no password on the counters
     return [deployment, service, policy]
+
+
+def _pods(name: str) -> dict:
+    return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}}
+
+
+def _ingress_policy(name: str, role: str, namespace: str, port: int, sources: list[dict]) -> dict:
+    """A NetworkPolicy: the pods named ``name`` take TCP on ``port`` from ``sources`` only."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(name, role, namespace),
+            "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": port}]}]}}
 
 
 def _ray_cluster(process: Process, image: str, *, dashboard_host: str, head_ports: dict[str, int],

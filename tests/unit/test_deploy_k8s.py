@@ -333,10 +333,26 @@ def test_service_monitor_selects_services_that_exist() -> None:
         assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in services[name]["spec"]["ports"]}
 
 
+def _policy_for(name: str) -> dict:
+    return next(d for _, d in committed() if d["kind"] == "NetworkPolicy"
+                and d["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": name})
+
+
 def test_redis_admits_only_the_gateways() -> None:
-    policy = next(d for _, d in committed() if d["kind"] == "NetworkPolicy")
-    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": dr.REDIS}
+    policy = _policy_for(dr.REDIS)
     assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": dr.GATEWAY}}}]
+
+
+def test_engines_admit_only_the_gateways_and_prometheus_on_their_port() -> None:
+    """vLLM's --api-key leaves /tokenize, /metrics and /health open: the network keeps others out."""
+    policy = _policy_for(dr.ENGINES)
+    (rule,) = policy["spec"]["ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert rule["from"][0] == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": dr.GATEWAY}}}
+    assert rule["from"][1]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+    engine_port = next(p["port"] for _, d in committed() if d["kind"] == "Service" and d["metadata"]["name"] == dr.ENGINES
+                       for p in d["spec"]["ports"])
+    assert rule["ports"] == [{"protocol": "TCP", "port": engine_port}]
 
 
 # (f) Ray: no dashboard without the token ----------------------------------------------------

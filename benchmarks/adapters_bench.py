@@ -18,8 +18,9 @@ request its own ``user``; the model of each request is drawn:
 Per scenario: throughput (requests/s, tokens/s, and relative to ``single``), failed requests, the
 gateway's adapter cache per engine (hits, misses, unloads; lorafleet_adapter_cache_total), and
 adapter loads: the load itself from the gateway's "loaded ... in N ms" log lines (p50/p95/max:
-S3 fetch + sha256 + vLLM load), the fetch alone from the engines' "resolved ... in N ms" lines and what requests waited for it (the
-lorafleet_adapter_load_duration_seconds histogram, p95 interpolated as histogram_quantile does).
+S3 fetch + sha256 + vLLM load), the fetch alone from the engines' "resolved ... in N ms" lines,
+and what requests waited for it (the lorafleet_adapter_load_duration_seconds histogram, p95
+interpolated as histogram_quantile does).
 
 The sweep: vLLM's ``--max-loras`` / ``--max-cpu-loras`` (``LORAFLEET_ENGINE_MAX_LORAS`` /
 ``LORAFLEET_ENGINE_MAX_CPU_LORAS``; the second is also the gateway's ``max_loaded_adapters``).

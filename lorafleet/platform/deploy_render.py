@@ -144,7 +144,7 @@ def _engines(fleet: Fleet, image: str, namespace: str) -> list[dict]:
                     _pod_spec([c], [p]), serviceName=ENGINES, podManagementPolicy="Parallel")
     # vLLM's --api-key guards only /v1 (and a few more): /tokenize, /metrics and /health answer
     # anyone, so only the gateways and Prometheus (for the ServiceMonitor) may reach the port
-    prometheus = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    prometheus = {"namespaceSelector": {}, **_pods("prometheus")}  # in any namespace
     policy = _ingress_policy(ENGINES, "engine", namespace, p.port, [_pods(GATEWAY), prometheus])
     return [sts, _service(ENGINES, "engine", namespace, p.port, headless=True), policy]
 

@@ -74,12 +74,18 @@ class RegistryFetcher:
         return folder
 
 
+def _vllm_log():
+    """vLLM's logger (its handler): the resolver's lines show in the engine's log, at its level."""
+    from vllm.logger import init_logger
+
+    return init_logger("vllm.lorafleet.lora_resolver")
+
+
 def _resolver_class():
-    from vllm.logger import init_logger  # vLLM's handler: the lines show in the engine's log at its level
     from vllm.lora.request import LoRARequest
     from vllm.lora.resolver import LoRAResolver
 
-    vlog = init_logger("vllm.lorafleet.lora_resolver")
+    vlog = _vllm_log()
 
     class LorafleetRegistryResolver(LoRAResolver):
         """vLLM's side: one fetcher per base model path, fetches off the event loop."""
@@ -122,7 +128,4 @@ def register() -> None:
     from vllm.lora.resolver import LoRAResolverRegistry
 
     LoRAResolverRegistry.register_resolver("lorafleet registry", _resolver_class()())
-    from vllm.logger import init_logger
-
-    init_logger("vllm.lorafleet.lora_resolver").info(
-        "lorafleet registry resolver on: requests naming name@N load it from the registry")
+    _vllm_log().info("lorafleet registry resolver on: requests naming name@N load it from the registry")

@@ -22,6 +22,16 @@ SCHEMA = {"type": "object", "required": ["intent"], "additionalProperties": Fals
           "properties": {"intent": {"enum": ["refund", "order_status", "other"]}}}
 
 
+def poll(read, done, timeout_s: float = 10.0):
+    """``read()`` until ``done`` holds for its value or ``timeout_s`` passes; the last value (asserted on by the caller)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels`` (prometheus_client's parser)."""
     return total(text, name, **labels)
@@ -156,12 +166,9 @@ def test_counters_equal_what_the_client_sent_and_saw(setup) -> None:
         usage = [c.usage for c in stream if c.usage][-1]
         prompt_seen += usage.prompt_tokens
         completion_seen += usage.completion_tokens
-    deadline = time.monotonic() + 10  # a stream's request is counted just after its last chunk is sent
-    while True:
-        text = httpx.get(f"{gw.root_url}/metrics").text
-        if metric(text, "lorafleet_requests_total", status="200", **labels) - req0 >= 10 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    # a stream's request is counted just after its last chunk is sent
+    text = poll(lambda: httpx.get(f"{gw.root_url}/metrics").text,
+                lambda t: metric(t, "lorafleet_requests_total", status="200", **labels) - req0 >= 10)
     assert metric(text, "lorafleet_requests_total", status="200", **labels) - req0 == 10
     assert metric(text, "lorafleet_completion_tokens_total", **labels) - comp0 == completion_seen
     assert metric(text, "lorafleet_prompt_tokens_total", **labels) - prompt0 == prompt_seen
@@ -169,12 +176,9 @@ def test_counters_equal_what_the_client_sent_and_saw(setup) -> None:
     assert cost == pytest.approx((prompt_seen * 1.0 + completion_seen * 2.0) / 1e6)
     assert metric(text, "lorafleet_time_to_first_token_seconds_count", route="enforced") >= 3
     assert metric(text, "lorafleet_route_info", route="enforced", variant="stable") == 100
-    deadline = time.monotonic() + 10  # the request log is written by a background writer: a moment later
-    while True:
-        log = [json.loads(line) for line in (folder / "requests.jsonl").read_text().splitlines()]
-        if any(e["route"] == "enforced" and e["tenant"] == "acme" for e in log) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    # the request log is written by a background writer: a moment later
+    log = poll(lambda: [json.loads(line) for line in (folder / "requests.jsonl").read_text().splitlines()],
+               lambda entries: any(e["route"] == "enforced" and e["tenant"] == "acme" for e in entries))
     assert any(e["route"] == "enforced" and e["tenant"] == "acme" and e["validator"] == "ok" for e in log)
     assert all("prompt" not in e for e in log)  # prompt text only when enabled
     assert key["acme"] not in (folder / "requests.jsonl").read_text()

@@ -248,6 +248,11 @@ class TrainConfig(ConfigModel):
         description="SFT only: pack rows into max_seq_length blocks (TRL best-fit decreasing, padding-free; "
         "works with sdpa on the CPU). batch_size then counts packed blocks, not rows.",
     )
+    group_by_length: bool = Field(
+        default=False,
+        description="SFT only: batch rows of similar length together (in random batch order) so less of "
+        "each step is padding; same rows per step as without it.",
+    )
     eval_every_steps: int | None = Field(
         default=None, ge=1,
         description="Compute the loss on the held-out rows (data.eval) every N steps during training; "
@@ -322,6 +327,11 @@ class TrainConfig(ConfigModel):
 
         if self.packing and not get_method(self.method).supports_packing:
             raise ValueError(f"packing=true: method {self.method!r} does not pack rows (sft does)")
+        if self.group_by_length and not get_method(self.method).supports_packing:
+            raise ValueError(f"group_by_length=true: method {self.method!r} does not group rows (sft does)")
+        if self.group_by_length and self.packing:
+            raise ValueError("group_by_length=true with packing=true: packed blocks have no padding to save; "
+                             "pick one")
         if self.eval_every_steps is not None and self.data.eval is None:
             raise ValueError(f"eval_every_steps={self.eval_every_steps}: needs held-out rows (data.eval)")
         if self.early_stopping_patience is not None:

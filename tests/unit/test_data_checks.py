@@ -245,3 +245,18 @@ def test_example_answers_never_invent_an_order_id():
                 assert ans["intent"] in needs_id and ans["order_id"].lower() in user.lower(), (name, user, ans)
             elif ans.get("intent") in needs_id:
                 raise AssertionError(f"{name}: order intent without an id: {user!r} -> {ans}")
+
+
+def test_example_files_are_what_the_generator_writes():
+    import importlib
+    import sys
+
+    here = EXAMPLES / "support-intents"
+    sys.path.insert(0, str(here))
+    try:
+        gen = importlib.import_module("make_dataset")
+    finally:
+        sys.path.remove(str(here))
+    splits = gen.build(hard=gen.read_rows(here / "hard.jsonl"))  # deterministic: the committed files exactly
+    for name in ("train", "eval", "golden"):
+        assert splits[name] == gen.read_rows(here / f"{name}.jsonl"), f"{name}.jsonl: rerun make_dataset.py"

@@ -98,6 +98,8 @@ def test_trainer_options_are_validated_naming_the_field():
     sft, dpo = EXAMPLES / "support-intents" / "train.yaml", EXAMPLES / "dpo-support" / "train.yaml"
     for config, sets, needle in [
         (dpo, ["packing=true", "init_from=null"], "packing=true: method 'dpo' does not pack rows"),
+        (dpo, ["group_by_length=true", "init_from=null"], "group_by_length=true: method 'dpo' does not group"),
+        (sft, ["group_by_length=true", "packing=true"], "group_by_length=true with packing=true"),
         (sft, ["early_stopping_patience=2"], "early_stopping_patience=2: needs eval_every_steps"),
         (sft, ["early_stopping_patience=2", "eval_every_steps=3", "checkpoint_every_steps=10"],
          "checkpoint_every_steps=10: with early stopping it must be a multiple of eval_every_steps=3"),
@@ -133,6 +135,63 @@ def test_packing_packs_rows_without_attention_across_them(settings, tiny_base, t
             assert torch.allclose(packed[a:b], alone, atol=1e-4)
     result = trainer.train()
     assert result.global_step == 2 and result.training_loss > 0
+
+
+def test_length_grouped_batches_cover_every_row_once_in_random_batch_order():
+    import random
+    import statistics
+
+    from lorafleet.training.methods.sft import LengthGroupedBatches
+
+    rng = random.Random(0)
+    lengths = [rng.randrange(20, 90) for _ in range(1003)]
+    sampler = LengthGroupedBatches(lengths, batch_size=8, seed=42)
+    order = list(sampler)
+    assert sorted(order) == list(range(1003))  # every row once, none twice
+    batches = [order[i:i + 8] for i in range(0, 1003, 8)]
+    assert len(batches[-1]) == 3 and all(len(b) == 8 for b in batches[:-1])  # the remainder goes last
+    spread = statistics.mean(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches[:-1])
+    assert spread < 5  # a random batch of 8 spans ~55 tokens here
+    first_half = statistics.mean(lengths[i] for b in batches[:62] for i in b)
+    second_half = statistics.mean(lengths[i] for b in batches[62:-1] for i in b)
+    assert abs(first_half - second_half) < 6  # no long-to-short curriculum over the epoch
+    assert list(LengthGroupedBatches(lengths, 8, 42)) == order  # a resumed run replays the order
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+def test_group_by_length_trains_on_batches_with_less_padding(settings, tiny_base, tmp_path):
+    cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml",
+                            [*FAST, "max_steps=2", "group_by_length=true", "data.eval=null", "batch_size=8"])
+    trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
+    batches = list(itertools.islice(trainer.get_train_dataloader(), 40))
+    padded = sum(int(b["input_ids"].numel()) for b in batches)
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    assert real / padded > 0.95  # random batches of this data are ~22% padding
+    result = trainer.train()
+    assert result.global_step == 2 and result.training_loss > 0
+
+
+def test_the_cpu_loss_scores_only_the_completion_and_equals_scoring_every_token(settings, tiny_base, tmp_path):
+    import torch
+    import trl.kernels.chunked_logprob as kernels
+    import trl.trainer.utils as trl_utils
+
+    cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml",
+                            [*FAST, "max_steps=1", "data.eval=null", "batch_size=4"])
+    trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
+    assert trl_utils._use_triton(torch.device("cpu")) is True  # the hook TRL's fused LM head asks
+    assert kernels._use_triton(torch.device("cpu")) is False  # the kernels themselves stay on the CPU path
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] == -100).float().mean() > 0.4  # the prompt tokens carry no label
+    trainer.model.eval()  # no LoRA dropout: the two forwards see the same weights
+    compact = trainer.compute_loss(trainer.model, batch)
+    patched, trl_utils._use_triton = trl_utils._use_triton, kernels._use_triton  # TRL's own CPU choice
+    try:
+        every_token = trainer.compute_loss(trainer.model, batch)
+    finally:
+        trl_utils._use_triton = patched
+    assert torch.allclose(compact, every_token, atol=1e-5), (compact, every_token)
 
 
 def test_eval_loss_curve_and_early_stopping_load_the_best_checkpoint(settings, tiny_base, tmp_path):

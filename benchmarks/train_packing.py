@@ -1,9 +1,8 @@
 """TRL sequence packing (``packing: true``, best-fit decreasing, padding-free) and length-grouped
 batches (``group_by_length: true``) vs padded random batches, and TRL's CPU default of running the
 LM head over every token (``worker.score_only_labelled_tokens`` scores only the completion's), on
-the support-intents config:
-s/step, tokens/s, padding, and held-out loss at equal tokens; plus what one held-out evaluation
-costs (the price of ``eval_every_steps``). Prints a table.
+the support-intents config: s/step, tokens/s, padding, and held-out loss at equal tokens; plus
+what one held-out evaluation costs (the price of ``eval_every_steps``). Prints a table.
 
     LORAFLEET_HOME=/tmp/h3b-home .venv/bin/python benchmarks/train_packing.py --steps 20
 

@@ -1,8 +1,9 @@
 """The quickstart (README command 1): the whole platform loop on the real SmolLM2 base.
 
-base pull (the settings' default base) -> platform train (support-intents) -> serve in the background -> promote with a
-5% canary -> mixed traffic with the openai client -> status table and a plot of canary vs
-stable -> how to roll back and how to stop. Each step prints what it does and its time.
+base pull (the settings' default base) -> serve in the background -> platform train (support-intents),
+evaluated on the engine the server started (one engine start, not two) -> promote with a 5% canary ->
+mixed traffic with the openai client -> status table and a plot of canary vs stable -> how to roll
+back and how to stop. Each step prints what it does and its time.
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ def _traffic(url: str, route: str, requests: int, prompts: list[list[dict]], say
     return {"seen": seen, "failures": failures}
 
 
+def _serving_engine(gateway_root: str, base: str) -> str | None:
+    """The root URL of a healthy engine behind the gateway that serves ``base``, from its /admin/engines
+    (None where the gateway does not say, e.g. tenant keys without an admin one: training then starts its own)."""
+    import httpx
+
+    try:
+        engines = httpx.get(f"{gateway_root}/admin/engines", timeout=10).raise_for_status().json()["engines"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+    return next((e["url"] for e in engines if e.get("healthy") and e.get("base") == base), None)
+
+
 def _plot(rows: list[dict], out: Path) -> Path:
     import matplotlib
 
@@ -99,21 +112,24 @@ def run_quickstart(settings: Settings, say: Callable[[str], None] = print, overr
     manifest, created = pull_base(settings, base, progress=lambda m: say(f"         {m}"))
     say(f"         {'pulled' if created else 'already present'}: {manifest.parameter_count / 1e6:.1f}M params")
 
+    say(f"{clock()} 2/6 platform serve --detach")
+    record = read_pid_file(settings) or serve_detached(settings, base, "127.0.0.1", port, [])
+    url = record["url"]
+    engine = _serving_engine(url.removesuffix("/v1"), base)
+    say(f"         gateway {url} -> engine {engine or '?'} (log {record['log']})")
+
     example = EXAMPLE.relative_to(EXAMPLE.parents[2])
-    say(f"{clock()} 2/6 platform train {example} --set {' --set '.join((*QUICK_OVERRIDES, *overrides))}")
+    # evaluated on the serving engine: one engine start instead of two (else `platform train` starts its own)
+    quick = (*QUICK_OVERRIDES, *((f"eval.engine_url={engine}",) if engine else ()), *overrides)
+    say(f"{clock()} 3/6 platform train {example} --set {' --set '.join(quick)}")
     say(f"         a short run; `platform train {example}` trains the full recipe (about 14 min on 2 cores)")
-    cfg = load_train_config(EXAMPLE, [*QUICK_OVERRIDES, *overrides])  # the caller's overrides win
+    cfg = load_train_config(EXAMPLE, list(quick))  # the caller's overrides win
     result = run_pipeline(cfg, settings, force=True, say=say)
     for metric, before, after in comparison_rows(result.evaluation, result.train_metrics):
         say(f"         {metric:<28} base {before:>7}   adapter {after:>7}")
     if not result.gate.get("passed"):
         say("         the gate failed; the quickstart pushed it anyway (--force, recorded in the manifest)")
     ref = result.ref
-
-    say(f"{clock()} 3/6 platform serve --detach")
-    record = read_pid_file(settings) or serve_detached(settings, base, "127.0.0.1", port, [])
-    url = record["url"]
-    say(f"         gateway {url} (log {record['log']})")
 
     say(f"{clock()} 4/6 platform promote {ref} --canary {canary_percent:g}%")
     schema = str(cfg.eval.schema_path) if cfg.eval.schema_path else None

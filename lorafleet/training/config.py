@@ -141,12 +141,28 @@ class EvalSettings(ConfigModel):
     max_new_tokens: int = Field(default=64, ge=1, description="Generation budget per row (greedy, unconstrained).")
     max_rows: int | None = Field(default=None, ge=1, description="Evaluate at most this many rows per set.")
     engine_start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for the engine.")
+    engine_url: str | None = Field(
+        default=None,
+        description="Evaluate on this running vLLM engine (http://host:port) instead of starting one: it must serve "
+        "the config's base with runtime LoRA loading on and read the adapter's folder (this machine's). The "
+        "candidate is loaded under a name of its own and unloaded afterwards; the quickstart evaluates on the "
+        "engine it serves with. Sent settings.engine_api_key, if set.",
+    )
     suites: dict[str, SuiteSettings] = Field(
         default_factory=dict,
         description="More evaluation sets beside data.eval (held-out) and data.golden, by name, e.g. "
         "{hard: {path: hard.jsonl, scoring: structured}, regression: {path: regression.jsonl, scoring: reference}, "
         "safety: {path: safety.jsonl, scoring: safety}}. Base and adapter answer each on the same engine.",
     )
+
+    @field_validator("engine_url")
+    @classmethod
+    def _engine_root(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r}: give the engine's http(s)://host:port")
+        return v.rstrip("/").removesuffix("/v1")
 
     @field_validator("suites")
     @classmethod

@@ -8,6 +8,7 @@ cache file per set under ``$HOME/cache/eval``, so adding a suite scores only tha
 from __future__ import annotations
 
 import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,11 @@ CACHE_VERSION = 2  # bump when a scorer changes what it reports
 
 
 def generate_answers(base_url: str, model: str, prompts: list[list[dict]], max_tokens: int,
-                     concurrency: int = 16) -> list[str]:
+                     concurrency: int = 16, api_key: str | None = None) -> list[str]:
     """Greedy chat completions through the engine's OpenAI API (the official client)."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=base_url, api_key="unused", max_retries=2, timeout=300)
+    client = OpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=2, timeout=300)
 
     def one(messages: list[dict]) -> str:
         r = client.chat.completions.create(model=model, messages=messages, temperature=0.0, max_tokens=max_tokens)
@@ -49,10 +50,12 @@ def _schema(cfg: TrainConfig) -> dict | None:
     return json.loads(p.read_text(encoding="utf-8"))
 
 
-def evaluate_on_engine(base_url: str, model: str, cfg: TrainConfig, sets: list[EvalSet]) -> dict[str, Any]:
+def evaluate_on_engine(base_url: str, model: str, cfg: TrainConfig, sets: list[EvalSet],
+                       api_key: str | None = None) -> dict[str, Any]:
     """{set name: scores (+ the set's identity and a few sample answers)} for one model name on a running engine."""
     schema = _schema(cfg)
-    return {s.name: score_set(s, generate_answers(base_url, model, s.prompts, s.max_new_tokens), schema) for s in sets}
+    return {s.name: score_set(s, generate_answers(base_url, model, s.prompts, s.max_new_tokens, api_key=api_key), schema)
+            for s in sets}
 
 
 def _adapter_rank(adapter_dir: Path, default: int) -> int:
@@ -78,44 +81,79 @@ def base_cache_path(cfg: TrainConfig, settings: Settings, base_manifest: Any, s:
 
 def run_evaluation(cfg: TrainConfig, settings: Settings, base_manifest: Any, base_dir: Path, adapter_dir: Path,
                    say=print) -> dict[str, Any]:
-    """Start one engine on the base, score the base on every set not cached yet, load the adapter at
-    runtime, score it on every set. Returns {"base": {set: scores}, "adapter": {set: scores},
-    "sets": [names in report order], "base_cached": [sets whose base scores came from the cache]}."""
-    import httpx
-
+    """On one engine (``eval.engine_url``, else one started on the base here): score the base on every
+    set not cached yet, load the adapter at runtime, score it on every set. Returns {"base": {set:
+    scores}, "adapter": {set: scores}, "sets": [names in report order], "base_cached": [sets whose base
+    scores came from the cache]}."""
     from lorafleet.engine.vllm import EngineConfig, LocalEngine
 
     sets = load_eval_sets(cfg)
     if not sets:
         return {"base": {}, "adapter": {}, "sets": [], "base_cached": []}
-    caches = {s.name: base_cache_path(cfg, settings, base_manifest, s) for s in sets}
-    base_scores = {s.name: json.loads(caches[s.name].read_text()) for s in sets if caches[s.name].is_file()}
-    cached = [s.name for s in sets if s.name in base_scores]
-    todo = [s for s in sets if s.name not in base_scores]
+    listed = ", ".join(f"{s.name} ({len(s.prompts)} rows)" for s in sets)
+    if cfg.eval.engine_url:
+        _check_engine(cfg.eval.engine_url, base_manifest.name, settings.engine_api_key)
+        say(f"evaluating {listed} on the running engine {cfg.eval.engine_url}")
+        return _evaluate(cfg, settings, base_manifest, adapter_dir, sets, cfg.eval.engine_url, settings.engine_api_key,
+                         f"{CANDIDATE}-{uuid.uuid4().hex[:8]}", say)
     log = settings.layout.logs / "train-eval-engine.log"
     engine_cfg = EngineConfig.from_settings(
         settings, base_dir, base_manifest.name, log_path=log, start_timeout_s=cfg.eval.engine_start_timeout_s,
         max_lora_rank=_adapter_rank(adapter_dir, cfg.peft.r), max_loras=1,  # fitted: the CPU LoRA cost grows with it
     )
-    listed = ", ".join(f"{s.name} ({len(s.prompts)} rows)" for s in sets)
     say(f"starting vLLM engine on {base_manifest.name} to evaluate {listed} (log: {log})")
     with LocalEngine(engine_cfg) as engine:
-        if todo:
-            say(f"scoring the base model on {', '.join(s.name for s in todo)}"
-                + (f" (cached: {', '.join(cached)})" if cached else ""))
-            fresh = evaluate_on_engine(engine.url, base_manifest.name, cfg, todo)
-            for name, scores in fresh.items():
-                caches[name].parent.mkdir(parents=True, exist_ok=True)
-                caches[name].write_text(json.dumps(scores, indent=1))
-            base_scores.update(fresh)
-        else:
-            say(f"base model scores: cached ({', '.join(cached)})")
-        r = httpx.post(f"{engine.root_url}/v1/load_lora_adapter",
-                       json={"lora_name": CANDIDATE, "lora_path": str(adapter_dir)}, timeout=120)
-        if r.status_code != 200:
-            raise TrainingError(f"the engine refused the trained adapter ({r.status_code}): {r.text[:300]}")
+        return _evaluate(cfg, settings, base_manifest, adapter_dir, sets, engine.root_url, None, CANDIDATE, say)
+
+
+def _check_engine(root: str, base: str, api_key: str | None) -> None:
+    """The engine at ``root`` answers and serves ``base``, or a TrainingError that names eval.engine_url."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    try:
+        r = httpx.get(f"{root}/v1/models", headers=headers, timeout=10)
+        r.raise_for_status()
+        served = [m["id"] for m in r.json()["data"] if not m.get("parent")]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise TrainingError(f"eval.engine_url={root!r}: no vLLM engine answers /v1/models there ({exc})") from exc
+    if base not in served:
+        raise TrainingError(f"eval.engine_url={root!r} serves {served}, not the config's base {base!r}")
+
+
+def _evaluate(cfg: TrainConfig, settings: Settings, base_manifest: Any, adapter_dir: Path, sets: list[EvalSet],
+              root: str, api_key: str | None, candidate: str, say) -> dict[str, Any]:
+    """Score base (cached per set) and candidate on the engine at ``root``; the candidate is unloaded after."""
+    import httpx
+
+    caches = {s.name: base_cache_path(cfg, settings, base_manifest, s) for s in sets}
+    base_scores = {s.name: json.loads(caches[s.name].read_text()) for s in sets if caches[s.name].is_file()}
+    cached = [s.name for s in sets if s.name in base_scores]
+    todo = [s for s in sets if s.name not in base_scores]
+    url = f"{root}/v1"
+    if todo:
+        say(f"scoring the base model on {', '.join(s.name for s in todo)}"
+            + (f" (cached: {', '.join(cached)})" if cached else ""))
+        fresh = evaluate_on_engine(url, base_manifest.name, cfg, todo, api_key=api_key)
+        for name, scores in fresh.items():
+            caches[name].parent.mkdir(parents=True, exist_ok=True)
+            caches[name].write_text(json.dumps(scores, indent=1))
+        base_scores.update(fresh)
+    else:
+        say(f"base model scores: cached ({', '.join(cached)})")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    r = httpx.post(f"{url}/load_lora_adapter", json={"lora_name": candidate, "lora_path": str(adapter_dir)},
+                   headers=headers, timeout=120)
+    if r.status_code != 200:
+        raise TrainingError(f"the engine at {root} refused the trained adapter ({r.status_code}): {r.text[:300]}")
+    try:
         say("scoring the adapter")
-        adapter_scores = evaluate_on_engine(engine.url, CANDIDATE, cfg, sets)
+        adapter_scores = evaluate_on_engine(url, candidate, cfg, sets, api_key=api_key)
+    finally:  # a shared engine keeps serving: give its slot back (a failure here must not hide the scoring's)
+        try:
+            httpx.post(f"{url}/unload_lora_adapter", json={"lora_name": candidate}, headers=headers, timeout=60)
+        except httpx.HTTPError:
+            pass
     order = [s.name for s in sets]
     return {"base": {n: base_scores[n] for n in order}, "adapter": adapter_scores, "sets": order,
             "base_cached": cached}

@@ -1,6 +1,7 @@
-"""README command 1 on the real SmolLM2 base: pull -> train on Ray -> serve -> promote a 5%
-canary -> traffic with the openai client -> status -> rollback -> stop. Training is cut to a
-few steps here to keep `make test` short; `make quickstart` trains the full example."""
+"""README command 1 on the real SmolLM2 base: pull -> serve -> train on Ray, evaluated on the serving
+engine -> promote a 5% canary -> traffic with the openai client -> status -> rollback -> stop.
+Training is cut to a few steps here to keep `make test` short; `make quickstart` trains the full
+example."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def test_quickstart_loop_on_the_real_base(lorafleet_home: Path, tmp_path: Path) 
         assert result.returncode == 0, out[-6000:]
         assert "failed requests: 0" in result.stdout, out[-3000:]
         assert "6/6 platform status" in result.stdout and "support-intents@1" in result.stdout
+        # one engine start: training evaluated on the engine the server started
+        assert "on the running engine http://127.0.0.1:" in result.stdout, out[-3000:]
+        assert not (home / "logs" / "train-eval-engine.log").exists()
         assert (home / "quickstart-canary.png").stat().st_size > 1000
 
         folder = home / "bases" / "smollm2-135m-instruct"

@@ -4,6 +4,9 @@ sweep's jobs are nested runs under one parent."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from tests.integration.mlflow_harness import mlflow_server
@@ -25,18 +28,23 @@ def _runs(uri: str) -> list:
     return client.search_runs([exp.experiment_id])
 
 
-def test_train_run_is_tracked(settings, tiny_base, ray_runtime, tracking_uri):  # noqa: F811
-    """One CLI run with `tracking.mlflow_uri` in the config: evaluated (golden set only), pushed with --force."""
+def test_train_run_is_tracked(settings, tiny_base, ray_runtime, tracking_uri, engine):  # noqa: F811
+    """One CLI run with `tracking.mlflow_uri` in the config: evaluated on the session's running engine
+    (`eval.engine_url`: no engine of its own), pushed with --force."""
+    import httpx
     from mlflow.tracking import MlflowClient
     from typer.testing import CliRunner
 
     from lorafleet.platform.cli import app
 
     sets = [*FAST, "output_name=tiny-tracked", "max_steps=3", "eval.max_rows=2", "eval.max_new_tokens=4",
-            f"tracking.mlflow_uri={tracking_uri}"]
+            f"tracking.mlflow_uri={tracking_uri}", f"eval.engine_url={engine.root_url}/v1"]
     res = CliRunner().invoke(app, ["train", str(EXAMPLE), *[x for kv in sets for x in ("--set", kv)], "--force"],
                              env={"COLUMNS": "200"})
     assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+    assert f"on the running engine {engine.root_url}" in res.output and "starting vLLM engine" not in res.output
+    served = [m["id"] for m in httpx.get(f"{engine.root_url}/v1/models", timeout=10).json()["data"]]
+    assert not [m for m in served if m.startswith("candidate")], served  # the candidate gave its slot back
     run = next(r for r in _runs(tracking_uri) if r.data.tags.get("lorafleet.output_name") == "tiny-tracked")
     d = run.data
     assert run.info.status == "FINISHED"
@@ -61,6 +69,23 @@ def test_train_run_is_tracked(settings, tiny_base, ray_runtime, tracking_uri):  
     for split, digest in manifest.dataset_sha256.items():
         assert d.tags[f"lorafleet.dataset_sha256.{split}"] == digest
     assert d.tags["lorafleet.gate.forced"] in ("true", "false")
+
+
+def test_an_engine_url_that_cannot_evaluate_is_named(settings, tiny_base, engine):
+    """eval.engine_url: nothing listening, or an engine serving another base, is a TrainingError naming it."""
+    from types import SimpleNamespace
+
+    from lorafleet.engine.process import free_port
+    from lorafleet.training.config import load_train_config
+    from lorafleet.training.errors import TrainingError
+    from lorafleet.training.evaluate import run_evaluation
+
+    for url, base, needle in [(f"http://127.0.0.1:{free_port()}", "tiny-llama", "no vLLM engine answers /v1/models"),
+                              (engine.root_url, "smollm2-135m-instruct", "not the config's base 'smollm2-135m-instruct'")]:
+        cfg = load_train_config(EXAMPLE, [*FAST, f"eval.engine_url={url}"])
+        with pytest.raises(TrainingError, match=re.escape(f"eval.engine_url={url!r}")) as info:
+            run_evaluation(cfg, settings, SimpleNamespace(name=base), Path("unused"), Path("unused"), say=lambda _m: None)
+        assert needle in str(info.value)
 
 
 def test_sweep_runs_nest_under_one_parent(settings, tiny_base, ray_runtime, tracking_uri, monkeypatch):  # noqa: F811

@@ -106,10 +106,12 @@ def test_trainer_options_are_validated_naming_the_field():
         (sft, ["eval_every_steps=5", "data.eval=null"], "eval_every_steps=5: needs held-out rows"),
         (sft, ["init_from=support-intents@0"], "init_from: Value error, init_from='support-intents@0'"),
         (sft, ["init_from=support-intents"], "init_from='support-intents': not a version reference"),
+        (sft, ["eval.engine_url=localhost:8000"], "'localhost:8000': give the engine's http(s)://host:port"),
     ]:
         with pytest.raises(TrainConfigError, match=re.escape(needle)):
             load_train_config(config, sets)
     assert load_train_config(sft, ["init_from=support-intents@3"]).init_from == "support-intents@3"
+    assert load_train_config(sft, ["eval.engine_url=http://10.0.0.7:8001/v1/"]).eval.engine_url == "http://10.0.0.7:8001"
 
 
 def test_packing_packs_rows_without_attention_across_them(settings, tiny_base, tmp_path):

@@ -122,7 +122,7 @@ def run_quickstart(settings: Settings, say: Callable[[str], None] = print, overr
     # evaluated on the serving engine: one engine start instead of two (else `platform train` starts its own)
     quick = (*QUICK_OVERRIDES, *((f"eval.engine_url={engine}",) if engine else ()), *overrides)
     say(f"{clock()} 3/6 platform train {example} --set {' --set '.join(quick)}")
-    say(f"         a short run; `platform train {example}` trains the full recipe (about 14 min on 2 cores)")
+    say(f"         a short run; `platform train {example}` trains the full recipe (about 13 min on 2 cores)")
     cfg = load_train_config(EXAMPLE, list(quick))  # the caller's overrides win
     result = run_pipeline(cfg, settings, force=True, say=say)
     for metric, before, after in comparison_rows(result.evaluation, result.train_metrics):

@@ -20,7 +20,7 @@ from lorafleet.training.errors import TrainingError
 from lorafleet.training.suites import EvalSet, load_eval_sets, score_set
 
 __all__ = ["EvalSet", "load_eval_sets", "generate_answers", "evaluate_on_engine", "run_evaluation", "CANDIDATE",
-           "base_cache_path"]
+           "base_cache_path", "check_eval_engine"]
 
 CANDIDATE = "candidate"
 CACHE_VERSION = 2  # bump when a scorer changes what it reports
@@ -92,7 +92,7 @@ def run_evaluation(cfg: TrainConfig, settings: Settings, base_manifest: Any, bas
         return {"base": {}, "adapter": {}, "sets": [], "base_cached": []}
     listed = ", ".join(f"{s.name} ({len(s.prompts)} rows)" for s in sets)
     if cfg.eval.engine_url:
-        _check_engine(cfg.eval.engine_url, base_manifest.name, settings.engine_api_key)
+        check_eval_engine(cfg.eval.engine_url, base_manifest.name, settings.engine_api_key)  # still there after training
         say(f"evaluating {listed} on the running engine {cfg.eval.engine_url}")
         return _evaluate(cfg, settings, base_manifest, adapter_dir, sets, cfg.eval.engine_url, settings.engine_api_key,
                          f"{CANDIDATE}-{uuid.uuid4().hex[:8]}", say)
@@ -106,13 +106,16 @@ def run_evaluation(cfg: TrainConfig, settings: Settings, base_manifest: Any, bas
         return _evaluate(cfg, settings, base_manifest, adapter_dir, sets, engine.root_url, None, CANDIDATE, say)
 
 
-def _check_engine(root: str, base: str, api_key: str | None) -> None:
-    """The engine at ``root`` answers and serves ``base``, or a TrainingError that names eval.engine_url."""
+def _bearer(api_key: str | None) -> dict[str, str] | None:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else None
+
+
+def check_eval_engine(root: str, base: str, api_key: str | None) -> None:
+    """The engine at ``root`` (eval.engine_url) answers and serves ``base``, or a TrainingError naming it."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     try:
-        r = httpx.get(f"{root}/v1/models", headers=headers, timeout=10)
+        r = httpx.get(f"{root}/v1/models", headers=_bearer(api_key), timeout=10)
         r.raise_for_status()
         served = [m["id"] for m in r.json()["data"] if not m.get("parent")]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
@@ -141,7 +144,7 @@ def _evaluate(cfg: TrainConfig, settings: Settings, base_manifest: Any, adapter_
         base_scores.update(fresh)
     else:
         say(f"base model scores: cached ({', '.join(cached)})")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    headers = _bearer(api_key)
     r = httpx.post(f"{url}/load_lora_adapter", json={"lora_name": candidate, "lora_path": str(adapter_dir)},
                    headers=headers, timeout=120)
     if r.status_code != 200:

@@ -59,6 +59,10 @@ def _run_pipeline(cfg: TrainConfig, settings: Settings, *, tracker: Any = None, 
         render_report(report, console)
     report.raise_on_errors()
     parent = resolve_parent(cfg, settings, manifest)  # init_from: checked before any compute
+    if evaluate and cfg.eval.engine_url:  # so is the engine to evaluate on, not found only after training
+        from lorafleet.training.evaluate import check_eval_engine
+
+        check_eval_engine(cfg.eval.engine_url, manifest.name, settings.engine_api_key)
     fingerprint = compute_fingerprint(cfg, load_tokenizer(base_dir))
 
     ensure_ray(ray_address, num_cpus=None)

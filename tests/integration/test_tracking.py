@@ -5,6 +5,8 @@ sweep's jobs are nested runs under one parent."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,16 @@ def test_an_engine_url_that_cannot_evaluate_is_named(settings, tiny_base, engine
         with pytest.raises(TrainingError, match=re.escape(f"eval.engine_url={url!r}")) as info:
             run_evaluation(cfg, settings, SimpleNamespace(name=base), Path("unused"), Path("unused"), say=lambda _m: None)
         assert needle in str(info.value)
+
+    # the CLI checks it before any compute: one line, exit code 2, no Ray job started
+    url = f"http://127.0.0.1:{free_port()}"
+    sets = [*FAST, "output_name=tiny-no-engine", "max_steps=2", f"eval.engine_url={url}"]
+    done = subprocess.run([str(Path(sys.executable).with_name("platform")), "train", str(EXAMPLE),
+                           *[x for kv in sets for x in ("--set", kv)]], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: eval.engine_url={url!r}: no vLLM engine answers"), lines
+    assert "training tiny-no-engine" not in done.stdout, done.stdout
 
 
 def test_sweep_runs_nest_under_one_parent(settings, tiny_base, ray_runtime, tracking_uri, monkeypatch):  # noqa: F811

@@ -7,7 +7,9 @@ and multiplies token by token (``einsum("bi, boi -> bo")``). Its cost grows with
 
 The ops here compute the same thing per adapter instead: one matrix multiply for the rows of
 each distinct index in the batch (usually one or a few), with the same dtype casts and the same
-output writes as vLLM's. A token whose index is -1 (a request for the
+output writes as vLLM's. A small batch of many adapters (decode under many-adapter traffic) takes
+one matmul against every slot and a gather instead, where the loop's per-op overhead would cost
+more (``STACKED_MACS_PER_ADAPTER``, measured by ``benchmarks/cpu_lora_ops_bench.py``). A token whose index is -1 (a request for the
 base in a batch that also serves adapters) gets no LoRA contribution, as it gets from the GPU
 kernels and as base answers in mixed batches show on the engine with either set of ops. ``benchmarks/cpu_lora_bench.py``
 measures the effect (base vs adapter tokens/s at 1/8/32 streams); the unit tests compare every
@@ -38,8 +40,16 @@ def cpu_lora_environment(vllm_plugins: str | None) -> dict[str, str]:
     return env
 
 
+# A batch with k adapters takes one matmul against every slot (then a gather) instead of k
+# matmuls when that costs at most k x this many multiply-adds (tokens x slots x out x in): on
+# small batches (decode) the loop's per-adapter op overhead (~15 us) outweighs the other slots'
+# work. Set from benchmarks/cpu_lora_ops_bench.py (docs/operations/benchmarks.md).
+STACKED_MACS_PER_ADAPTER = 1 << 20
+
+
 def _per_adapter(inputs, weights, indices, dtype):
-    """``out[t] = inputs[t] @ weights[indices[t]].T`` for every token t, one matmul per distinct index."""
+    """``out[t] = inputs[t] @ weights[indices[t]].T`` for every token t, one matmul per distinct index
+    (or, for a small batch with several adapters, one matmul against every slot, then a gather)."""
     import torch
 
     if weights.dim() == 4:  # (slots, 1, out, in)
@@ -48,7 +58,15 @@ def _per_adapter(inputs, weights, indices, dtype):
     uniq = torch.unique(indices)
     if uniq.numel() == 1 and int(uniq) >= 0:
         return x @ weights[int(uniq)].to(dtype=dtype).t()
-    out = torch.zeros((x.shape[0], weights.shape[1]), dtype=dtype, device=x.device)
+    slots, out_dim, in_dim = weights.shape
+    tokens = x.shape[0]
+    if uniq.numel() > 1 and tokens * slots * out_dim * in_dim <= uniq.numel() * STACKED_MACS_PER_ADAPTER:
+        every = x @ weights.to(dtype=dtype).reshape(slots * out_dim, in_dim).t()  # (tokens, slots x out)
+        out = every.view(tokens, slots, out_dim)[torch.arange(tokens), indices.clamp(min=0)]
+        if int(uniq[0]) < 0:  # -1: a request without an adapter
+            out[indices < 0] = 0
+        return out
+    out = torch.zeros((tokens, out_dim), dtype=dtype, device=x.device)
     for u in uniq.tolist():
         if u < 0:  # -1: a request without an adapter
             continue

@@ -21,8 +21,16 @@ def _case(indices: list[int], dtype=torch.bfloat16):
     return x, a, b, torch.tensor(indices)
 
 
-@pytest.mark.parametrize("indices", [[0] * 5, [2, 2, 2], [0, 1, 2, 1, 0, 2], [1]])
-def test_shrink_and_expand_match_vllm(indices):
+@pytest.fixture(params=["stacked", "per-adapter"])
+def path(request, monkeypatch):
+    """Both ways of serving a batch with several adapters: one matmul over every slot, or one per adapter."""
+    if request.param == "per-adapter":
+        monkeypatch.setattr(cpu_lora, "STACKED_MACS_PER_ADAPTER", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("indices", [[0] * 5, [2, 2, 2], [0, 1, 2, 1, 0, 2], [1], [2, 0, 1, 2, 1]])
+def test_shrink_and_expand_match_vllm(indices, path):
     x, a, b, idx = _case(indices)
     mine, theirs = torch.zeros(len(indices), RANK), torch.zeros(len(indices), RANK)
     cpu_lora.bgmv_shrink(x, a, mine, idx, 0.5)
@@ -37,7 +45,7 @@ def test_shrink_and_expand_match_vllm(indices):
         torch.testing.assert_close(mine_y, their_y, rtol=2e-2, atol=5e-2)
 
 
-def test_expand_slice_and_prefill_variants_match_vllm():
+def test_expand_slice_and_prefill_variants_match_vllm(path):
     seq_lens, lora_per_seq = torch.tensor([3, 1, 2]), torch.tensor([1, 0, 1])
     tokens = int(seq_lens.sum())
     x, a, b, _ = _case([0] * tokens)
@@ -58,18 +66,19 @@ def test_expand_slice_and_prefill_variants_match_vllm():
     torch.testing.assert_close(mine_y, their_y, rtol=2e-2, atol=5e-2)
 
 
-def test_a_base_token_gets_no_adapter():
+def test_a_base_token_gets_no_adapter(path):
     """-1 marks a request without an adapter: its rows get nothing; the others match vLLM's op."""
-    x, a, b, idx = _case([-1, 0, -1])
-    mine, theirs = torch.zeros(3, RANK), torch.zeros(3, RANK)
+    x, a, b, idx = _case([-1, 0, -1, 2])
+    mine, theirs = torch.zeros(4, RANK), torch.zeros(4, RANK)
     cpu_lora.bgmv_shrink(x, a, mine, idx, 1.0)
     ref.bgmv_shrink(x, a, theirs, idx, 1.0)
     assert torch.count_nonzero(mine[[0, 2]]) == 0
-    torch.testing.assert_close(mine[1], theirs[1], rtol=2e-2, atol=2e-2)
-    y0 = torch.randn(3, OUT)
+    torch.testing.assert_close(mine[[1, 3]], theirs[[1, 3]], rtol=2e-2, atol=2e-2)
+    y0 = torch.randn(4, OUT)
     y = y0.clone()
     cpu_lora.bgmv_expand(mine.to(torch.bfloat16), b, y, idx, True)
     torch.testing.assert_close(y[[0, 2]], y0[[0, 2]])      # base rows untouched
+    assert torch.count_nonzero(y[[1, 3]] - y0[[1, 3]]) > 0   # adapter rows changed
 
 
 def test_install_points_vllms_cpu_wrapper_at_these_ops(monkeypatch):

@@ -54,13 +54,10 @@ def run(tokens_list: list[int], distinct_list: list[int], slots_list: list[int],
                     row = {"shape": label, "slots": slots, "tokens": tokens, "distinct": distinct,
                            "macs": tokens * slots * rank * max(d_in, d_out)}
                     saved = cpu_lora.STACKED_MACS_PER_ADAPTER
-                    try:
-                        cpu_lora.STACKED_MACS_PER_ADAPTER = 1 << 62
-                        row["stacked_us"] = _time_pair(x, a, b, idx, repeat) * 1e6
-                        cpu_lora.STACKED_MACS_PER_ADAPTER = 0
-                        row["per_adapter_us"] = _time_pair(x, a, b, idx, repeat) * 1e6
-                        cpu_lora.STACKED_MACS_PER_ADAPTER = saved
-                        row["chosen_us"] = _time_pair(x, a, b, idx, repeat) * 1e6
+                    try:  # always stacked, never stacked, and the shipped threshold
+                        for key, threshold in (("stacked_us", 1 << 62), ("per_adapter_us", 0), ("chosen_us", saved)):
+                            cpu_lora.STACKED_MACS_PER_ADAPTER = threshold
+                            row[key] = _time_pair(x, a, b, idx, repeat) * 1e6
                     finally:
                         cpu_lora.STACKED_MACS_PER_ADAPTER = saved
                     row["speedup"] = row["per_adapter_us"] / row["stacked_us"]

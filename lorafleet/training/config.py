@@ -295,6 +295,11 @@ class TrainConfig(ConfigModel):
         description="Recompute activations in the backward pass (TRL's default is on): saves memory on long "
         "sequences and large bases at about a third more compute per step; off suits small bases and short rows.",
     )
+    neftune_noise_alpha: float | None = Field(
+        default=None, gt=0,
+        description="NEFTune: uniform noise of scale alpha / sqrt(tokens x hidden) added to the input embeddings "
+        "in training steps only (transformers' neftune_noise_alpha; 5 is the paper's value). None: off.",
+    )
     checkpoint_every_steps: int = Field(default=20, ge=1, description="Save a Ray checkpoint every N steps.")
     max_failures: int = Field(default=2, ge=0, description="Ray FailureConfig retries; each resumes from the last checkpoint.")
     logging_steps: int = Field(default=5, ge=1, description="Report the loss every N steps.")

@@ -79,6 +79,7 @@ def _trainer_args(cfg: dict, out_dir: str) -> dict:
         use_cpu=not cfg["use_gpu"],
         bf16=cfg["quantization"] == "nf4" or cfg["bf16_autocast"],
         gradient_checkpointing=cfg.get("gradient_checkpointing", False),  # TRL turns it on unless told
+        neftune_noise_alpha=cfg.get("neftune_noise_alpha"),
         report_to=[],
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",

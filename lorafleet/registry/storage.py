@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lorafleet.registry.errors import RegistryError
@@ -77,6 +78,14 @@ class Storage(abc.ABC):
     def local_path(self, key: str) -> Path | None:
         """A readable local path of ``key`` if the backend has one (no copy needed)."""
         return None
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """:meth:`get` of each key, in order (a remote backend reads them at once)."""
+        return [self.get(k) for k in keys]
+
+    def get_files(self, pairs: list[tuple[str, Path]]) -> list[bool]:
+        """:meth:`get_file` of each (key, dest), in order (a remote backend downloads them at once)."""
+        return [self.get_file(k, dest) for k, dest in pairs]
 
 
 class LocalStorage(Storage):
@@ -213,6 +222,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+S3_READS_AT_ONCE = 8  # one lookup's or one download's reads in flight together
+S3_CONNECTIONS = 64  # per client (botocore's default of 10 is below an engine's concurrent fetches x reads)
 _AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_PROFILE")
 
 
@@ -223,7 +234,16 @@ def _s3_client(endpoint_url: str | None, *_credentials: str | None):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint_url, config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+    return boto3.client("s3", endpoint_url=endpoint_url, config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                                                                       max_pool_connections=S3_CONNECTIONS))
+
+
+def _at_once(fn, items: list) -> list:
+    """``fn`` over ``items``, one thread each (every call is a wait on a round trip to the store); in order."""
+    if len(items) < 2:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(min(len(items), S3_READS_AT_ONCE)) as pool:
+        return list(pool.map(fn, items))
 
 
 class S3Storage(Storage):
@@ -291,6 +311,12 @@ class S3Storage(Storage):
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
         return True
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return _at_once(self.get, keys)
+
+    def get_files(self, pairs: list[tuple[str, Path]]) -> list[bool]:
+        return _at_once(lambda pair: self.get_file(*pair), pairs)
 
     def list(self, prefix: str) -> list[str]:
         full = self._key(prefix)

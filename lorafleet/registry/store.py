@@ -89,9 +89,9 @@ class Registry:
         return [v for v in self._allocated(name) if v not in gone]
 
     def get(self, name: str, version: int) -> AdapterManifest | None:
-        """The manifest of a live version, or None."""
-        data = self.storage.get(self._version_key(name, version))
-        if data is None or self.storage.get(self._removed_key(name, version)) is not None:
+        """The manifest of a live version, or None (the manifest and the removed marker read at once)."""
+        data, removed = self.storage.get_many([self._version_key(name, version), self._removed_key(name, version)])
+        if data is None or removed is not None:
             return None
         return AdapterManifest.model_validate_json(data)
 
@@ -215,11 +215,12 @@ class Registry:
         if dest.exists():
             raise RegistryError(f"{dest} already exists")
         with staged_dir(dest) as stage:
-            for rel in m.files:
-                target = stage / rel
-                if not self.storage.get_file(self._blob_key(m.name, m.blob, rel), target):
+            rels = list(m.files)
+            got = self.storage.get_files([(self._blob_key(m.name, m.blob, rel), stage / rel) for rel in rels])
+            for rel, ok in zip(rels, got, strict=True):
+                if not ok:
                     raise IntegrityError(f"{m.ref}: file {rel} is missing")
-                self._check_file(m, rel, target)
+                self._check_file(m, rel, stage / rel)
         return dest
 
     def materialize(self, ref: str | AdapterManifest) -> Path:

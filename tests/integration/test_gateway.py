@@ -331,10 +331,12 @@ def test_lru_unloads_idle_versions_never_one_in_use(settings, engine, versions, 
         assert eng.loads_total - loads_before == 1  # twelve first requests, one load
 
         # a stream that stays in use while two other versions load, however fast the engine: a slow
-        # client. It reads one line, then nothing until the loads are done; its 64 KiB receive buffer
-        # fills long before the ~2.8 MB of 6 x 1,900 tokens' chunks, so the gateway's relay waits on
-        # it and the version stays leased (a timing race with the engine failed in CI once)
-        body = {"model": "lru-a", "messages": MSG, "max_tokens": 1900, "n": 6, "ignore_eos": True, "stream": True}
+        # client. It reads one line, then nothing until the loads are done. The gateway's socket can
+        # buffer up to 4 MB (tcp_wmem's autotuned maximum) on top of the client's 64 KiB, so the
+        # stream must be larger than both: 12 x 1,900 chunks of about 256 bytes are ~5.8 MB, and the
+        # gateway's relay waits on the client with the version leased. (6 x 1,900, ~2.9 MB, fit in
+        # the buffers: a full run saw the stream end before the loads.)
+        body = {"model": "lru-a", "messages": MSG, "max_tokens": 1900, "n": 12, "ignore_eos": True, "stream": True}
         slow = httpx.Client(timeout=120, transport=httpx.HTTPTransport(
             socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)]))
         with slow, slow.stream("POST", f"{gw.url}/chat/completions", json=body) as long_stream:

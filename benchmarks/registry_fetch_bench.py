@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,9 +52,7 @@ def run(root: Path, tiny: Path, versions: int, rtt_ms: float) -> dict:
         pull_base(engine, BASE, tiny)
         env = {"LORAFLEET_HOME": str(engine.home), "LORAFLEET_REGISTRY_URL": f"s3://{BUCKET}/{PREFIX}",
                "LORAFLEET_S3_ENDPOINT_URL": endpoint}
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with mock.patch.dict(os.environ, env):  # the fetcher reads the engine's settings from its environment
             fetcher = RegistryFetcher(engine.layout.base(BASE))
             fetcher.fetch(refs[0])  # the client's first connection and imports, not counted
             timed = {"cold": [], "on disk": []}
@@ -62,9 +61,6 @@ def run(root: Path, tiny: Path, versions: int, rtt_ms: float) -> dict:
                     started = time.perf_counter()
                     assert fetcher.fetch(ref) is not None, ref
                     timed[kind].append((time.perf_counter() - started) * 1e3)
-        finally:
-            for k, v in old.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     return {"rtt_ms": rtt_ms, **{f"{k}_{s}": f(v) for k, v in timed.items()
                                  for s, f in (("p50_ms", statistics.median), ("p95_ms", lambda v: pct(v, 95)))}}
 

@@ -353,16 +353,16 @@ def test_export_merged_writes_a_folder_that_answers_like_the_adapter(settings, t
 def test_neftune_noise_reaches_the_trainer_and_is_validated(tmp_path):
     """``neftune_noise_alpha`` is transformers' own argument (measured on the example: not shipped)."""
     import pytest
-    from trl import SFTConfig as TrainingArguments  # TRL's config, transformers' arguments plus TRL's
+    from trl import SFTConfig  # transformers' training arguments plus TRL's (max_length)
 
     from lorafleet.training.errors import TrainConfigError
     from lorafleet.training.worker import _trainer_args
 
     sft = EXAMPLES / "support-intents" / "train.yaml"
     cfg = load_train_config(sft, ["neftune_noise_alpha=5"])
-    args = TrainingArguments(**_trainer_args(job_payload(cfg, tmp_path), str(tmp_path / "hf")))
+    args = SFTConfig(**_trainer_args(job_payload(cfg, tmp_path), str(tmp_path / "hf")))
     assert args.neftune_noise_alpha == 5.0
-    assert TrainingArguments(**_trainer_args(job_payload(load_train_config(sft), tmp_path),
-                                             str(tmp_path / "hf"))).neftune_noise_alpha is None
+    assert SFTConfig(**_trainer_args(job_payload(load_train_config(sft), tmp_path),
+                                     str(tmp_path / "hf"))).neftune_noise_alpha is None
     with pytest.raises(TrainConfigError, match="neftune_noise_alpha"):
         load_train_config(sft, ["neftune_noise_alpha=0"])

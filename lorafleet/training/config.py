@@ -12,6 +12,7 @@ from lorafleet.core.config import ConfigModel, format_validation_error
 from lorafleet.core.names import parse_version_ref
 from lorafleet.training.dedup import DEFAULT_NEAR_JACCARD
 from lorafleet.training.errors import TrainConfigError
+from lorafleet.training.precision import Bf16Setting
 
 __all__ = [
     "TrainConfig", "DataPaths", "PeftSettings", "DataCheckSettings", "EvalSettings", "GateSettings",
@@ -241,7 +242,7 @@ class TrainConfig(ConfigModel):
     data: DataPaths = Field(description="Dataset files.")
     peft: PeftSettings = Field(default_factory=PeftSettings, description="LoRA settings.")
     quantization: Literal["none", "nf4"] = Field(
-        default="none", description="nf4 = QLoRA: 4-bit NF4 base, double quantization, bf16 compute."
+        default="none", description="nf4 = QLoRA: 4-bit NF4 base, double quantization (bf16 compute where fast)."
     )
     learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(default=1.0, gt=0, description="Passes over the training set (ignored with max_steps).")
@@ -287,8 +288,11 @@ class TrainConfig(ConfigModel):
     workers: int = Field(default=1, ge=1, description="Ray Train workers (data-parallel).")
     cpus_per_worker: int = Field(default=1, ge=1, description="CPUs each Ray worker reserves (and its torch threads).")
     use_gpu: bool = Field(default=False, description="Give each Ray worker one GPU.")
-    bf16_autocast: bool = Field(
-        default=False, description="Mixed precision (bf16 autocast); on CPU worth it with AVX512-BF16 or AMX."
+    bf16_autocast: Bf16Setting = Field(
+        default="auto",
+        description="Mixed precision (bf16 autocast): true, false, or auto = on where the worker's device has native "
+        "bf16 kernels (CUDA with bf16; a CPU with AVX512-BF16 or AMX). On an AVX2-only CPU bf16 is many times "
+        "slower than fp32. QLoRA computes in bf16 where it is fast, in fp32 otherwise.",
     )
     gradient_checkpointing: bool = Field(
         default=False,

@@ -74,6 +74,8 @@ def _run_pipeline(cfg: TrainConfig, settings: Settings, *, tracker: Any = None, 
                          job_wall_s=round(job.wall_seconds, 1), workers=job.workers)
     if job.metrics.get("train_runtime_s"):
         train_metrics["train_tokens_per_s"] = round(job.metrics["num_input_tokens_seen"] / job.metrics["train_runtime_s"], 1)
+    if job.metrics.get("precision"):
+        say(f"computed in {job.metrics['precision']} (bf16_autocast: {str(cfg.bf16_autocast).lower()})")
     nodes = {w["node_id"] for w in job.workers}
     if len(nodes) > 1:
         say(f"{len(job.workers)} workers ran on {len(nodes)} Ray nodes")

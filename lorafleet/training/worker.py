@@ -1,6 +1,7 @@
 """The per-worker training loop run by Ray Train's ``TorchTrainer`` (each worker is a Ray actor).
 
-It builds the model (fp32, or 4-bit NF4 with double quantization and bf16 compute for QLoRA),
+It builds the model (fp32, or 4-bit NF4 with double quantization for QLoRA), picks bf16 or fp32
+compute on the worker's own device (:mod:`lorafleet.training.precision`),
 starts a fresh peft LoRA or continues the parent adapter (``init_from``), hands both to the
 config's training method (:mod:`lorafleet.training.methods`: dataset shaping and the TRL
 trainer), evaluates on the held-out rows every ``eval_every_steps`` with optional early
@@ -42,19 +43,28 @@ def build_datasets(cfg: dict) -> tuple[Any, Any]:
     return train, (Dataset.from_list(shape(ev_rows)) if ev_rows else None)
 
 
-def load_model(base_dir: str, quantization: str, use_gpu: bool) -> Any:
+def load_model(base_dir: str, quantization: str, use_gpu: bool, bf16: bool = True) -> Any:
+    """The base in fp32, or for QLoRA in 4-bit NF4 computing in bf16 (``bf16``) or fp32."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     if quantization == "nf4":
+        dtype = torch.bfloat16 if bf16 else torch.float32
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                 bnb_4bit_compute_dtype=torch.bfloat16)
-        model = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=bnb, dtype=torch.bfloat16,
+                                 bnb_4bit_compute_dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=bnb, dtype=dtype,
                                                      device_map={"": "cuda" if use_gpu else "cpu"})
         from peft import prepare_model_for_kbit_training
 
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+
+
+def _bf16(cfg: dict) -> bool:
+    """bf16 autocast (and QLoRA's compute dtype), decided on this worker's own device."""
+    from lorafleet.training.precision import use_bf16
+
+    return use_bf16(cfg.get("bf16_autocast", "auto"), cfg["use_gpu"])
 
 
 def _trainer_args(cfg: dict, out_dir: str) -> dict:
@@ -77,7 +87,7 @@ def _trainer_args(cfg: dict, out_dir: str) -> dict:
         seed=cfg["seed"],
         data_seed=cfg["seed"],
         use_cpu=not cfg["use_gpu"],
-        bf16=cfg["quantization"] == "nf4" or cfg["bf16_autocast"],
+        bf16=_bf16(cfg),
         gradient_checkpointing=cfg.get("gradient_checkpointing", False),  # TRL turns it on unless told
         neftune_noise_alpha=cfg.get("neftune_noise_alpha"),
         report_to=[],
@@ -99,7 +109,7 @@ def _start_model(cfg: dict) -> tuple[Any, Any]:
     """(model, peft config): the base with a fresh LoRA config, or the parent adapter made trainable."""
     from peft import LoraConfig, PeftModel
 
-    model = load_model(cfg["base_dir"], cfg["quantization"], cfg["use_gpu"])
+    model = load_model(cfg["base_dir"], cfg["quantization"], cfg["use_gpu"], _bf16(cfg))
     if cfg.get("init_from_dir"):
         return PeftModel.from_pretrained(model, cfg["init_from_dir"], is_trainable=True), None
     peft_cfg = LoraConfig(r=cfg["peft"]["r"], lora_alpha=cfg["peft"]["alpha"], lora_dropout=cfg["peft"]["dropout"],
@@ -242,6 +252,7 @@ def train_loop(cfg: dict) -> None:
 
     metrics: dict[str, Any] = {"train_loss": float(result.training_loss), "global_step": int(result.global_step),
                                "train_runtime_s": float(result.metrics.get("train_runtime", 0.0)),
+                               "precision": "bf16" if _bf16(cfg) else "fp32",
                                "num_input_tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
                                "loss_curve": loss_curve(trainer.state.log_history)}
     if cfg.get("early_stopping_patience"):

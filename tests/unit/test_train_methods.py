@@ -27,6 +27,11 @@ def test_qlora_nf4_trains_and_saves_a_lora_adapter(settings, tiny_base, tmp_path
     q_proj = trainer.model.get_base_model().model.layers[0].self_attn.q_proj
     assert type(q_proj.base_layer).__name__ == "Linear4bit"
     assert q_proj.base_layer.weight.quant_state.quant_type == "nf4"
+    import torch
+
+    from lorafleet.training.precision import bf16_is_fast  # computes in bf16 only where bf16 is fast
+
+    assert q_proj.base_layer.compute_dtype == (torch.bfloat16 if bf16_is_fast(use_gpu=False) else torch.float32)
     result = trainer.train()
     assert result.global_step == 2 and result.training_loss > 0
     trainer.model.save_pretrained(tmp_path / "adapter")
@@ -366,3 +371,26 @@ def test_neftune_noise_reaches_the_trainer_and_is_validated(tmp_path):
                                      str(tmp_path / "hf"))).neftune_noise_alpha is None
     with pytest.raises(TrainConfigError, match="neftune_noise_alpha"):
         load_train_config(sft, ["neftune_noise_alpha=0"])
+
+
+def test_bf16_autocast_auto_follows_the_devices_native_bf16(tmp_path):
+    """``auto`` (the default and the example's setting) turns bf16 on only where the worker's device has
+    native bf16 kernels; true and false are obeyed; anything else is refused naming the field."""
+    import pytest
+    import torch
+    from trl import SFTConfig
+
+    from lorafleet.training.errors import TrainConfigError
+    from lorafleet.training.precision import bf16_is_fast
+    from lorafleet.training.worker import _trainer_args
+
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert bf16_is_fast(use_gpu=False) is native
+    sft = EXAMPLES / "support-intents" / "train.yaml"
+    for setting, want in (("auto", native), ("true", True), ("false", False)):
+        cfg = load_train_config(sft, [f"bf16_autocast={setting}"])
+        assert cfg.bf16_autocast == ("auto" if setting == "auto" else setting == "true")
+        assert SFTConfig(**_trainer_args(job_payload(cfg, tmp_path), str(tmp_path / "hf"))).bf16 is want, setting
+    assert load_train_config(sft).bf16_autocast == "auto"
+    with pytest.raises(TrainConfigError, match="bf16_autocast"):
+        load_train_config(sft, ["bf16_autocast=sometimes"])

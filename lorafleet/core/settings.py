@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         description="On a CPU engine, lorafleet's LoRA ops (one matmul per adapter in the batch, "
         "lorafleet.engine.cpu_lora) replace vLLM's per-token ones; false keeps vLLM's.",
     )
+    engine_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        default="auto",
+        description="The engine's weights and activations (--dtype): auto = bfloat16 where the CPU computes it "
+        "natively (AVX512, AVX512-BF16, AMX), float32 elsewhere (on an AVX2-only CPU vLLM's bf16 is many times slower).",
+    )
     engine_kvcache_gib: int = Field(
         default=1, ge=1, description="KV cache size on the CPU engine (VLLM_CPU_KVCACHE_SPACE)."
     )

@@ -19,10 +19,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
 from lorafleet.core.config import ConfigModel
+from lorafleet.core.hardware import cpu_has_native_bf16
 from lorafleet.core.settings import Settings
 from lorafleet.engine.cpu_lora import cpu_lora_environment
 from lorafleet.engine.errors import EngineError
@@ -43,6 +45,8 @@ class EngineConfig(ConfigModel):
     max_lora_rank: int = Field(default=64, ge=1, description="--max-lora-rank")
     max_model_len: int = Field(default=2048, ge=64, description="--max-model-len")
     kvcache_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE (GiB)")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        default="auto", description="--dtype; auto = bfloat16 where this CPU computes it natively, else float32.")
     start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for /health.")
     log_path: Path | None = Field(default=None, description="Where the engine's output goes.")
     compact_json: bool = Field(
@@ -65,6 +69,7 @@ class EngineConfig(ConfigModel):
             max_model_len=settings.engine_max_model_len,
             cpu_lora_ops=settings.engine_cpu_lora_ops,
             kvcache_gib=settings.engine_kvcache_gib,
+            dtype=settings.engine_dtype,
             start_timeout_s=settings.engine_start_timeout_s,
         )
         values.update(overrides)
@@ -100,6 +105,13 @@ class LocalEngine:
             self.port = free_port(self.config.host)
         return True
 
+    @property
+    def dtype(self) -> str:
+        """The ``--dtype`` this engine starts with (``auto`` resolved on this machine)."""
+        if self.config.dtype != "auto":
+            return self.config.dtype
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
+
     def command(self) -> list[str]:
         c = self.config
         return [
@@ -113,7 +125,7 @@ class LocalEngine:
             "--max-cpu-loras", str(c.max_cpu_loras),
             "--max-lora-rank", str(c.max_lora_rank),
             "--max-model-len", str(c.max_model_len),
-            "--dtype", "bfloat16",
+            "--dtype", self.dtype,
             *(["--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
               if c.compact_json else []),
             *c.extra_args,

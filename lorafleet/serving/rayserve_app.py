@@ -50,6 +50,7 @@ from pydantic import Field, field_validator
 
 from lorafleet.core.config import ConfigModel
 from lorafleet.core.errors import LorafleetError
+from lorafleet.core.hardware import cpu_has_native_bf16
 from lorafleet.core.names import check_name, is_version_ref
 from lorafleet.core.settings import Settings
 from lorafleet.serving.errors import ServingError
@@ -152,7 +153,8 @@ def rayserve_llm_config(config: RayServeAppConfig, base_dir: str | None = None):
 
     engine_kwargs = {"enable_lora": True, "max_loras": config.max_loras, "max_cpu_loras": config.max_cpu_loras,
                      "max_lora_rank": config.max_lora_rank, "max_model_len": config.max_model_len,
-                     "dtype": "bfloat16", **config.engine_kwargs}
+                     "dtype": "bfloat16" if config.accelerator != "cpu" or cpu_has_native_bf16() else "float32",
+                     **config.engine_kwargs}  # fp32 on an AVX2-only CPU, where bf16 is emulated (core.hardware)
     env = dict(config.env_vars)
     if config.accelerator == "cpu":
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kvcache_gib))

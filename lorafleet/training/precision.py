@@ -12,18 +12,20 @@ from __future__ import annotations
 
 from typing import Literal
 
+from lorafleet.core.hardware import cpu_has_native_bf16
+
 __all__ = ["Bf16Setting", "bf16_is_fast", "use_bf16"]
 
 Bf16Setting = bool | Literal["auto"]
 
 
 def bf16_is_fast(use_gpu: bool) -> bool:
-    """True when this process's device has native bf16 kernels (CUDA with bf16, or oneDNN bf16 on the CPU)."""
-    import torch
-
+    """True when this process's device has native bf16 kernels (CUDA with bf16; the CPU: core.hardware)."""
     if use_gpu:
+        import torch
+
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return cpu_has_native_bf16()
 
 
 def use_bf16(setting: Bf16Setting, use_gpu: bool) -> bool:

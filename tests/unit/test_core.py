@@ -74,3 +74,31 @@ def test_settings_read_the_env_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert s.home == (tmp_path / "h").resolve()
     assert s.engine_max_loras == 7
     assert s.layout.routes_file == s.home / "routes.yaml"
+
+
+def test_native_bf16_read_from_cpu_flags(tmp_path):
+    """bf16 counts as native with AVX512 BW/VL/DQ, AVX512-BF16, AMX or ARM's bf16; not on AVX2 alone."""
+    from lorafleet.core.hardware import cpu_flags, cpu_has_native_bf16
+
+    avx2 = "fpu sse sse2 avx avx2 fma f16c"
+    assert not cpu_has_native_bf16(frozenset(avx2.split()))
+    assert cpu_has_native_bf16(frozenset(f"{avx2} avx512f avx512bw avx512vl avx512dq".split()))
+    assert cpu_has_native_bf16(frozenset(f"{avx2} amx_bf16".split()))
+    assert cpu_has_native_bf16(frozenset("fp asimd bf16".split()))
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {avx2}\n\nprocessor\t: 1\nflags\t\t: {avx2}\n")
+    assert cpu_flags(info) == frozenset(avx2.split())
+    assert cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_engine_dtype_auto_follows_the_cpu(settings, tmp_path):
+    """The engine starts in bfloat16 only where the CPU computes it natively; a setting forces either."""
+    from lorafleet.core.hardware import cpu_has_native_bf16
+    from lorafleet.engine.vllm import EngineConfig, LocalEngine
+
+    def dtype_flag(**over) -> str:
+        cmd = LocalEngine(EngineConfig.from_settings(settings, tmp_path, "b", port=1, **over)).command()
+        return cmd[cmd.index("--dtype") + 1]
+
+    assert dtype_flag() == ("bfloat16" if cpu_has_native_bf16() else "float32")
+    assert dtype_flag(dtype="float32") == "float32" and dtype_flag(dtype="bfloat16") == "bfloat16"

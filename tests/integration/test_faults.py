@@ -354,7 +354,9 @@ def test_corrupted_routes_file_under_load_keeps_the_last_good_routes(settings, e
     recs = load.records
     print(f"\ncorrupted routes file: {len(recs)} requests, {len(load.failures())} failed")
     assert load.failures() == [], summary(load.failures())
-    assert {r.version for r in recs if r.started < fixed_at} == {v1}  # the last good routes kept serving
+    # the last good routes kept serving: every request answered before the good file was written (one that
+    # started just before it can wait in the gateway's queue on a slow machine and be routed after it)
+    assert {r.version for r in recs if r.started + r.duration_s < fixed_at} == {v1}
     assert {r.version for r in recs if r.started > applied_at} == {v2}
     logged = [r.getMessage() for r in caplog.records if "routes file rejected" in r.getMessage()]
     assert len(logged) >= len(corruptions), logged

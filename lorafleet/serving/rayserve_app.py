@@ -154,7 +154,9 @@ def rayserve_llm_config(config: RayServeAppConfig, base_dir: str | None = None):
     engine_kwargs = {"enable_lora": True, "max_loras": config.max_loras, "max_cpu_loras": config.max_cpu_loras,
                      "max_lora_rank": config.max_lora_rank, "max_model_len": config.max_model_len,
                      "dtype": "bfloat16" if config.accelerator != "cpu" or cpu_has_native_bf16() else "float32",
-                     **config.engine_kwargs}  # fp32 on an AVX2-only CPU, where bf16 is emulated (core.hardware)
+                     **config.engine_kwargs}
+    # dtype: fp32 on an AVX2-only CPU, where bf16 is emulated (core.hardware), judged on the machine that builds
+    # this config; in a cluster of mixed CPUs set engine_kwargs.dtype, which wins
     env = dict(config.env_vars)
     if config.accelerator == "cpu":
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kvcache_gib))

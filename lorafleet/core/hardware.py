@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-__all__ = ["cpu_flags", "cpu_has_native_bf16"]
+__all__ = ["cpu_engine_dtype", "cpu_flags", "cpu_has_native_bf16"]
 
 _AVX512_BF16_PATH = {"avx512bw", "avx512vl", "avx512dq"}
 
@@ -35,3 +35,8 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     """True where bf16 math runs at full speed on this CPU (see the module docstring)."""
     flags = cpu_flags() if flags is None else flags
     return _AVX512_BF16_PATH <= flags or bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)
+
+
+def cpu_engine_dtype() -> str:
+    """The dtype a CPU engine (vLLM's ``--dtype``) serves in on this machine: bfloat16 where native, else float32."""
+    return "bfloat16" if cpu_has_native_bf16() else "float32"

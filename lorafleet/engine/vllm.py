@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import Field
 
 from lorafleet.core.config import ConfigModel
-from lorafleet.core.hardware import cpu_has_native_bf16
+from lorafleet.core.hardware import cpu_engine_dtype
 from lorafleet.core.settings import Settings
 from lorafleet.engine.cpu_lora import cpu_lora_environment
 from lorafleet.engine.errors import EngineError
@@ -108,9 +108,7 @@ class LocalEngine:
     @property
     def dtype(self) -> str:
         """The ``--dtype`` this engine starts with (``auto`` resolved on this machine)."""
-        if self.config.dtype != "auto":
-            return self.config.dtype
-        return "bfloat16" if cpu_has_native_bf16() else "float32"
+        return cpu_engine_dtype() if self.config.dtype == "auto" else self.config.dtype
 
     def command(self) -> list[str]:
         c = self.config

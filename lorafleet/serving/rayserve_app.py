@@ -50,7 +50,7 @@ from pydantic import Field, field_validator
 
 from lorafleet.core.config import ConfigModel
 from lorafleet.core.errors import LorafleetError
-from lorafleet.core.hardware import cpu_has_native_bf16
+from lorafleet.core.hardware import cpu_engine_dtype
 from lorafleet.core.names import check_name, is_version_ref
 from lorafleet.core.settings import Settings
 from lorafleet.serving.errors import ServingError
@@ -153,7 +153,7 @@ def rayserve_llm_config(config: RayServeAppConfig, base_dir: str | None = None):
 
     engine_kwargs = {"enable_lora": True, "max_loras": config.max_loras, "max_cpu_loras": config.max_cpu_loras,
                      "max_lora_rank": config.max_lora_rank, "max_model_len": config.max_model_len,
-                     "dtype": "bfloat16" if config.accelerator != "cpu" or cpu_has_native_bf16() else "float32",
+                     "dtype": cpu_engine_dtype() if config.accelerator == "cpu" else "bfloat16",
                      **config.engine_kwargs}
     # dtype: fp32 on an AVX2-only CPU, where bf16 is emulated (core.hardware), judged on the machine that builds
     # this config; in a cluster of mixed CPUs set engine_kwargs.dtype, which wins

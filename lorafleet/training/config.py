@@ -291,8 +291,8 @@ class TrainConfig(ConfigModel):
     bf16_autocast: Bf16Setting = Field(
         default="auto",
         description="Mixed precision (bf16 autocast): true, false, or auto = on where the worker's device has native "
-        "bf16 kernels (CUDA with bf16; a CPU with AVX512-BF16 or AMX). On an AVX2-only CPU bf16 is many times "
-        "slower than fp32. QLoRA computes in bf16 where it is fast, in fp32 otherwise.",
+        "bf16 kernels (CUDA with bf16; a CPU with AVX512 BW/VL/DQ, AVX512-BF16 or AMX). On an AVX2-only CPU bf16 is "
+        "many times slower than fp32. QLoRA computes in bf16 where it is fast, in fp32 otherwise.",
     )
     gradient_checkpointing: bool = Field(
         default=False,

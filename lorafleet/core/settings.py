@@ -21,8 +21,10 @@ from pathlib import Path
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lorafleet.core.config import ConfigError, format_validation_error
 
 __all__ = ["Settings", "HomeLayout", "DEFAULT_BASE", "get_settings"]
 
@@ -173,5 +175,12 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """Fresh settings from the environment (cheap; tests change the env between calls)."""
-    return Settings()
+    """Fresh settings from the environment (cheap; tests change the env between calls).
+
+    A bad ``LORAFLEET_*`` value raises a :class:`ConfigError` naming the field and the value, which
+    the CLI prints as one line with exit code 2.
+    """
+    try:
+        return Settings()
+    except ValidationError as err:  # the field is the variable's name after the prefix
+        raise ConfigError(format_validation_error(err, "settings (LORAFLEET_<FIELD> environment)")) from None

@@ -11,7 +11,7 @@ from lorafleet.core.config import ConfigError, ConfigModel
 from lorafleet.core.errors import InputError
 from lorafleet.core.fsutil import atomic_write_text, staged_dir
 from lorafleet.core.names import check_name
-from lorafleet.core.settings import Settings
+from lorafleet.core.settings import Settings, get_settings
 
 
 @pytest.mark.parametrize("name", ["support-intents", "a", "smollm2-135m-instruct", "x_1.2"])
@@ -102,3 +102,19 @@ def test_engine_dtype_auto_follows_the_cpu(settings, tmp_path):
 
     assert dtype_flag() == ("bfloat16" if cpu_has_native_bf16() else "float32")
     assert dtype_flag(dtype="float32") == "float32" and dtype_flag(dtype="bfloat16") == "bfloat16"
+
+
+def test_a_bad_setting_is_one_line_naming_it_and_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A bad LORAFLEET_* value is a project error naming the field and the value; the CLI says it in one
+    line with exit code 2 (it was a pydantic traceback and exit 1)."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("LORAFLEET_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("LORAFLEET_ENGINE_DTYPE", "half")
+    with pytest.raises(ConfigError, match=r"engine_dtype: .*'auto', 'bfloat16' or 'float32' \(got 'half'\)"):
+        get_settings()
+    out = subprocess.run([sys.executable, "-c", "from lorafleet.platform.cli import main; main()", "status"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and "engine_dtype" in out.stderr, out.stderr

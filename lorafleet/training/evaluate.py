@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lorafleet.core.fsutil import sha256_bytes
 from lorafleet.core.settings import Settings
 from lorafleet.training.config import TrainConfig
 from lorafleet.training.errors import TrainingError
+from lorafleet.training.scoring import cannot_become_json, parse_json
 from lorafleet.training.suites import EvalSet, load_eval_sets, score_set
 
 __all__ = ["EvalSet", "load_eval_sets", "generate_answers", "evaluate_on_engine", "run_evaluation", "CANDIDATE",
@@ -27,18 +29,33 @@ CACHE_VERSION = 2  # bump when a scorer changes what it reports
 
 
 def generate_answers(base_url: str, model: str, prompts: list[list[dict]], max_tokens: int,
-                     concurrency: int = 16, api_key: str | None = None) -> list[str]:
-    """Greedy chat completions through the engine's OpenAI API (the official client)."""
+                     concurrency: int = 16, api_key: str | None = None,
+                     stop_when: Callable[[str], bool] | None = None, stop_rows: list[bool] | None = None) -> list[str]:
+    """Greedy chat completions through the engine's OpenAI API (the official client).
+
+    With ``stop_when``, the rows marked in ``stop_rows`` (all rows if None) are streamed and closed as
+    soon as ``stop_when(text so far)`` is true; the engine aborts a request whose stream is closed, so
+    an answer that cannot score (e.g. :func:`~lorafleet.training.scoring.cannot_become_json`) costs a
+    token or two instead of ``max_tokens``. The answer returned is the text up to that point."""
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=2, timeout=300)
 
-    def one(messages: list[dict]) -> str:
-        r = client.chat.completions.create(model=model, messages=messages, temperature=0.0, max_tokens=max_tokens)
-        return r.choices[0].message.content or ""
+    def one(i: int) -> str:
+        args = dict(model=model, messages=prompts[i], temperature=0.0, max_tokens=max_tokens)
+        if stop_when is None or (stop_rows is not None and not stop_rows[i]):
+            r = client.chat.completions.create(**args)
+            return r.choices[0].message.content or ""
+        text = ""
+        with client.chat.completions.create(**args, stream=True) as stream:
+            for chunk in stream:
+                text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+                if stop_when(text):
+                    break
+        return text
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(one, prompts))
+        return list(pool.map(one, range(len(prompts))))
 
 
 def _schema(cfg: TrainConfig) -> dict | None:
@@ -54,8 +71,17 @@ def evaluate_on_engine(base_url: str, model: str, cfg: TrainConfig, sets: list[E
                        api_key: str | None = None) -> dict[str, Any]:
     """{set name: scores (+ the set's identity and a few sample answers)} for one model name on a running engine."""
     schema = _schema(cfg)
-    return {s.name: score_set(s, generate_answers(base_url, model, s.prompts, s.max_new_tokens, api_key=api_key), schema)
+    return {s.name: score_set(s, generate_answers(base_url, model, s.prompts, s.max_new_tokens, api_key=api_key,
+                                                  **_early_stop(s)), schema)
             for s in sets}
+
+
+def _early_stop(s: EvalSet) -> dict[str, Any]:
+    """A structured set's rows with a JSON reference stop generating once the answer cannot become JSON
+    (the base's "Sure, here is..."): the score is the same, the engine's time is not spent on it."""
+    if s.scoring != "structured":
+        return {}
+    return {"stop_when": cannot_become_json, "stop_rows": [parse_json(r) is not None for r in s.references]}
 
 
 def _adapter_rank(adapter_dir: Path, default: int) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["parse_json", "score_answers"]
+__all__ = ["parse_json", "cannot_become_json", "score_answers"]
 
 
 def parse_json(text: str) -> Any | None:
@@ -19,6 +19,20 @@ def parse_json(text: str) -> Any | None:
         return json.loads(t)
     except (json.JSONDecodeError, ValueError):
         return None
+
+
+# What json.loads accepts as a whole document that starts with a letter (Python's json takes NaN and Infinity).
+_JSON_WORDS = ("true", "false", "null", "NaN", "Infinity")
+
+
+def cannot_become_json(text: str) -> bool:
+    """True when no continuation of ``text`` can make :func:`parse_json` succeed: its first non-blank
+    character starts no JSON value and no ```` ``` ```` fence ("Sure, here is..."). An evaluation stops
+    generating such an answer: the rest of it cannot change its score."""
+    t = text.lstrip()
+    if not t or t[0] in '{["-0123456789`':
+        return False
+    return not any(word.startswith(t[: len(word)]) for word in _JSON_WORDS)
 
 
 def score_answers(answers: list[str], references: list[str], schema: dict | None,

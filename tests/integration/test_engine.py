@@ -51,3 +51,24 @@ def test_unknown_model_gets_vllms_404(client: OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="no-such-adapter", messages=PROMPT, max_tokens=4)
     assert info.value.status_code == 404
+
+
+def _generated_tokens(engine) -> float:
+    text = httpx.get(f"{engine.root_url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:generation_tokens_total{"))
+
+
+def test_an_evaluation_stream_closed_early_stops_the_engine_generating(engine) -> None:
+    """What the evaluation's early stop relies on: closing the stream aborts the request in vLLM."""
+    from lorafleet.training.evaluate import generate_answers
+
+    prompts = [[{"role": "user", "content": f"Tell me a long story about the number {i}."}] for i in range(8)]
+    before = _generated_tokens(engine)
+    full = generate_answers(engine.url, TINY_BASE, prompts, 1000)
+    spent_full = _generated_tokens(engine) - before
+    stopped = generate_answers(engine.url, TINY_BASE, prompts, 1000, stop_when=lambda text: len(text) > 0)
+    spent_stopped = _generated_tokens(engine) - before - spent_full
+    assert all(s and f.startswith(s) for s, f in zip(stopped, full, strict=True)), (stopped, full)
+    assert spent_full > 8 * 500, spent_full  # the tiny model rambles: the comparison means something
+    assert spent_stopped < spent_full / 2, (spent_stopped, spent_full)

@@ -11,7 +11,7 @@ from lorafleet.training.config import TrainConfig, load_train_config
 from lorafleet.training.config import GateSettings
 from lorafleet.training.errors import TrainConfigError, TrainingError
 from lorafleet.training.gate import apply_gate
-from lorafleet.training.scoring import score_answers
+from lorafleet.training.scoring import cannot_become_json, parse_json, score_answers
 from lorafleet.training.sweep import expand_sweep, plan_jobs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support-intents" / "train.yaml"
@@ -105,6 +105,18 @@ def test_scoring_rates():
     assert s["schema_pass_rate"] == 0.5
     assert s["field_match"]["intent"] == 0.5
     assert s["pass_rate"] == 0.25
+
+
+def test_an_answer_stops_only_when_no_continuation_can_parse():
+    stops = ["Sure", "The support request", " \n Here", "D", "tx", "nul!", "Nope"]
+    goes = ["", "  ", "{", '{"intent"', "[", '"', "-", "4", "`", "```json", "t", "tru", "true", "f", "n", "N", "I"]
+    assert [t for t in stops if not cannot_become_json(t)] == []
+    assert [t for t in goes if cannot_become_json(t)] == []
+    # every text that parses has no prefix that stops: the early stop never changes a score
+    for text in ['{"intent":"a"}', "  [1, 2]", '"x"', "-1.5", "true", "false", "NaN", "Infinity",
+                 '```json\n{"a": 1}\n```']:
+        assert parse_json(text) is not None
+        assert not any(cannot_become_json(text[:i]) for i in range(len(text) + 1)), text
 
 
 def test_gate_thresholds_and_golden_vs_base():

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from lorafleet.core.settings import get_settings
 from lorafleet.engine.vllm import EngineConfig, LocalEngine
-from lorafleet.training.evaluate import generate_answers
-from lorafleet.training.scoring import cannot_become_json, parse_json, score_answers
+from lorafleet.training.evaluate import generate_answers, json_early_stop
+from lorafleet.training.scoring import parse_json, score_answers
 
 __all__ = ["main", "load_set"]
 
@@ -36,7 +36,7 @@ def load_set(path: Path) -> tuple[list[list[dict]], list[str]]:
 def _score(url: str, model: str, sets: dict[str, tuple], schema: dict, max_tokens: int) -> tuple[dict, dict]:
     scores, wrong = {}, {}
     for name, (prompts, refs) in sets.items():
-        answers = generate_answers(url, model, prompts, max_tokens, stop_when=cannot_become_json)  # same scores
+        answers = generate_answers(url, model, prompts, max_tokens, **json_early_stop(refs))  # same scores
         scores[name] = score_answers(answers, refs, schema, FIELDS)
         wrong[name] = [{"user": p[-1]["content"], "answer": a, "reference": r}
                        for p, a, r in zip(prompts, answers, refs) if parse_json(a) != parse_json(r)]

@@ -22,7 +22,7 @@ from lorafleet.training.scoring import cannot_become_json, parse_json
 from lorafleet.training.suites import EvalSet, load_eval_sets, score_set
 
 __all__ = ["EvalSet", "load_eval_sets", "generate_answers", "evaluate_on_engine", "run_evaluation", "CANDIDATE",
-           "base_cache_path", "check_eval_engine"]
+           "base_cache_path", "check_eval_engine", "json_early_stop"]
 
 CANDIDATE = "candidate"
 CACHE_VERSION = 2  # bump when a scorer changes what it reports
@@ -71,17 +71,19 @@ def evaluate_on_engine(base_url: str, model: str, cfg: TrainConfig, sets: list[E
                        api_key: str | None = None) -> dict[str, Any]:
     """{set name: scores (+ the set's identity and a few sample answers)} for one model name on a running engine."""
     schema = _schema(cfg)
-    return {s.name: score_set(s, generate_answers(base_url, model, s.prompts, s.max_new_tokens, api_key=api_key,
-                                                  **_early_stop(s)), schema)
-            for s in sets}
+    scores = {}
+    for s in sets:
+        stop = json_early_stop(s.references) if s.scoring == "structured" else {}
+        answers = generate_answers(base_url, model, s.prompts, s.max_new_tokens, api_key=api_key, **stop)
+        scores[s.name] = score_set(s, answers, schema)
+    return scores
 
 
-def _early_stop(s: EvalSet) -> dict[str, Any]:
-    """A structured set's rows with a JSON reference stop generating once the answer cannot become JSON
-    (the base's "Sure, here is..."): the score is the same, the engine's time is not spent on it."""
-    if s.scoring != "structured":
-        return {}
-    return {"stop_when": cannot_become_json, "stop_rows": [parse_json(r) is not None for r in s.references]}
+def json_early_stop(references: list[str]) -> dict[str, Any]:
+    """:func:`generate_answers` arguments for answers scored as JSON: the rows with a JSON reference stop
+    generating once the answer cannot become JSON (the base's "Sure, here is..."); the score is the
+    same, the engine's time is not spent on it."""
+    return {"stop_when": cannot_become_json, "stop_rows": [parse_json(r) is not None for r in references]}
 
 
 def _adapter_rank(adapter_dir: Path, default: int) -> int:

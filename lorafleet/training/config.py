@@ -140,7 +140,8 @@ class EvalSettings(ConfigModel):
         default_factory=list, description="Top-level keys of the JSON answer compared with the reference."
     )
     max_new_tokens: int = Field(default=64, ge=1, description="Generation budget per row (greedy, unconstrained).")
-    max_rows: int | None = Field(default=None, ge=1, description="Evaluate at most this many rows per set.")
+    max_rows: int | None = Field(default=None, ge=1, description="Evaluate at most this many rows per set (the held-out loss "
+                                    "during and after training included).")
     engine_start_timeout_s: float = Field(default=300.0, gt=0, description="Seconds to wait for the engine.")
     engine_url: str | None = Field(
         default=None,

@@ -42,8 +42,11 @@ def push_adapter(settings: Settings, adapter_dir: Path, name: str, base_manifest
 def _run_pipeline(cfg: TrainConfig, settings: Settings, *, tracker: Any = None, force: bool = False, push: bool = True,
                  evaluate: bool = True, show_progress: bool = True, say: Callable[[str], None] = print,
                  console: Any = None, pid_file: Path | None = None, ray_address: str | None = None,
-                 eval_lock: Any = None) -> PipelineResult:
-    """Run one config end to end. Raises :class:`GateFailed` when the gate fails without ``force``."""
+                 eval_lock: Any = None, eval_engine: Callable[[], str | None] | None = None) -> PipelineResult:
+    """Run one config end to end. Raises :class:`GateFailed` when the gate fails without ``force``.
+
+    ``eval_engine``: called once training is done, returns the root URL of a running engine to evaluate
+    on (``eval.engine_url``; None: start one here). The quickstart's engine starts while the job trains."""
     import time
 
     from lorafleet.training.data import render_report
@@ -85,6 +88,8 @@ def _run_pipeline(cfg: TrainConfig, settings: Settings, *, tracker: Any = None, 
     if tracker is not None:
         tracker.log_training(train_metrics, job.loss_history)
     evaluation: dict[str, Any] = {"base": {}, "adapter": {}}
+    if evaluate and eval_engine is not None and (url := eval_engine()):
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"engine_url": url})})
     if evaluate:
         from lorafleet.training.evaluate import run_evaluation
 

@@ -39,7 +39,7 @@ def build_datasets(cfg: dict) -> tuple[Any, Any]:
 
     shape = get_method(cfg["method"]).shape_rows
     train = Dataset.from_list(shape(_read(cfg["data"]["train"])))
-    ev_rows = _read(cfg["data"].get("eval"))
+    ev_rows = _read(cfg["data"].get("eval"))[: cfg.get("eval", {}).get("max_rows")]  # eval.max_rows: the loss too
     return train, (Dataset.from_list(shape(ev_rows)) if ev_rows else None)
 
 

@@ -394,3 +394,14 @@ def test_bf16_autocast_auto_follows_the_devices_native_bf16(tmp_path):
     assert load_train_config(sft).bf16_autocast == "auto"
     with pytest.raises(TrainConfigError, match="bf16_autocast"):
         load_train_config(sft, ["bf16_autocast=sometimes"])
+
+
+def test_eval_max_rows_bounds_the_held_out_loss_too(settings, tiny_base, tmp_path):
+    """eval.max_rows (the quickstart's first 50 rows of each set) also bounds the rows of the trainer's held-out loss."""
+    from lorafleet.training.worker import build_datasets
+
+    base = [*FAST, "max_steps=1", f"data.eval={_eval_file(tmp_path, n=6)}"]
+    for extra, rows in (([], 6), (["eval.max_rows=4"], 4), (["eval.max_rows=50"], 6)):
+        cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml", [*base, *extra])
+        train, held_out = build_datasets(job_payload(cfg, settings.layout.base("tiny-llama")))
+        assert len(held_out) == rows and len(train) == 1640, extra

@@ -1,15 +1,18 @@
 """The quickstart (README command 1): the whole platform loop on the real SmolLM2 base.
 
 base pull (the settings' default base) -> serve in the background -> platform train (support-intents),
-evaluated on the engine the server started (one engine start, not two) -> promote with a 5% canary ->
+evaluated on the engine the server started (one engine start, not two; it starts while the Ray job
+trains, and the evaluation waits for it) -> promote with a 5% canary ->
 mixed traffic with the openai client -> status table and a plot of canary vs stable -> how to roll
 back and how to stop. Each step prints what it does and its time.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lorafleet.core.settings import Settings
@@ -52,6 +55,19 @@ def _traffic(url: str, route: str, requests: int, prompts: list[list[dict]], say
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(one, range(requests)))
     return {"seen": seen, "failures": failures}
+
+
+def check_port_free(host: str, port: int) -> None:
+    """An InputError naming --port when something already listens there."""
+    from lorafleet.core.errors import InputError
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the gateway's server binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise InputError("--port", port, f"{host}:{port} is in use ({exc.strerror}); pick another port "
+                                             "or stop what listens there (`platform stop`)") from exc
 
 
 def _serving_engine(gateway_root: str, base: str) -> str | None:
@@ -108,23 +124,37 @@ def run_quickstart(settings: Settings, say: Callable[[str], None] = print, overr
     t0 = time.perf_counter()
     clock = lambda: f"[{time.perf_counter() - t0:6.0f}s]"  # noqa: E731
 
+    record = read_pid_file(settings)
+    if record is None:
+        check_port_free("127.0.0.1", port)  # now, not minutes later when the background start fails
     say(f"{clock()} 1/6 base pull {base} (home: {settings.home})")
     manifest, created = pull_base(settings, base, progress=lambda m: say(f"         {m}"))
     say(f"         {'pulled' if created else 'already present'}: {manifest.parameter_count / 1e6:.1f}M params")
 
-    say(f"{clock()} 2/6 platform serve --detach")
-    record = read_pid_file(settings) or serve_detached(settings, base, "127.0.0.1", port, [])
-    url = record["url"]
-    engine = _serving_engine(url.removesuffix("/v1"), base)
-    say(f"         gateway {url} -> engine {engine or '?'} (log {record['log']})")
+    say(f"{clock()} 2/6 platform serve --detach (its engine starts while step 3 trains)")
+    starting = None
+    if record is None:
+        starting = ThreadPoolExecutor(1).submit(serve_detached, settings, base, "127.0.0.1", port, [])
+    serving: dict = {}
+
+    def serving_engine() -> str | None:
+        """Wait for the server (re-raising its start-up error); the root URL of its engine."""
+        if not serving:
+            serving.update(record or starting.result())
+            serving["engine"] = _serving_engine(serving["url"].removesuffix("/v1"), base)
+            say(f"{clock()}       server ready: gateway {serving['url']} -> engine {serving['engine'] or '?'} "
+                f"(log {serving['log']})")
+        return serving["engine"]
 
     example = EXAMPLE.relative_to(EXAMPLE.parents[2])
-    # evaluated on the serving engine: one engine start instead of two (else `platform train` starts its own)
-    quick = (*QUICK_OVERRIDES, *((f"eval.engine_url={engine}",) if engine else ()), *overrides)
-    say(f"{clock()} 3/6 platform train {example} --set {' --set '.join(quick)}")
+    quick = (*QUICK_OVERRIDES, *overrides)
+    say(f"{clock()} 3/6 platform train {example} --set {' --set '.join(quick)}, evaluated on the serving engine")
     say(f"         a short run; `platform train {example}` trains the full recipe (about 13 min on 2 cores)")
     cfg = load_train_config(EXAMPLE, list(quick))  # the caller's overrides win
-    result = run_pipeline(cfg, settings, force=True, say=say)
+    # evaluated on the serving engine: one engine start instead of two (else `platform train` starts its own)
+    result = run_pipeline(cfg, settings, force=True, say=say, eval_engine=None if cfg.eval.engine_url else serving_engine)
+    serving_engine()
+    url = serving["url"]
     for metric, before, after in comparison_rows(result.evaluation, result.train_metrics):
         say(f"         {metric:<28} base {before:>7}   adapter {after:>7}")
     if not result.gate.get("passed"):

@@ -80,3 +80,19 @@ def test_an_open_gateway_refuses_to_leave_loopback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--host='0.0.0.0'" in result.stderr and "platform keys add" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_quickstart_on_a_busy_port_fails_before_it_pulls(tmp_path: Path) -> None:
+    """The server starts in the background while Ray trains: a busy port is refused up front, not minutes later."""
+    import socket
+
+    home = tmp_path / "home"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("quickstart", "--port", str(port), home=home)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--port" in lines[0] and f"127.0.0.1:{port} is in use" in lines[0], result.stderr
+    assert "1/6 base pull" not in result.stdout and not (home / "bases").exists()

@@ -29,7 +29,7 @@ CACHE_VERSION = 2  # bump when a scorer changes what it reports
 
 
 def generate_answers(base_url: str, model: str, prompts: list[list[dict]], max_tokens: int,
-                     concurrency: int = 16, api_key: str | None = None,
+                     concurrency: int = 32, api_key: str | None = None,
                      stop_when: Callable[[str], bool] | None = None, stop_rows: list[bool] | None = None) -> list[str]:
     """Greedy chat completions through the engine's OpenAI API (the official client).
 
@@ -37,13 +37,22 @@ def generate_answers(base_url: str, model: str, prompts: list[list[dict]], max_t
     soon as ``stop_when(text so far)`` is true; the engine aborts a request whose stream is closed, so
     an answer that cannot score (e.g. :func:`~lorafleet.training.scoring.cannot_become_json`) costs a
     token or two instead of ``max_tokens``. The answer returned is the text up to that point."""
+    rows = [(model, p, max_tokens, stop_when if stop_rows is None or stop_rows[i] else None)
+            for i, p in enumerate(prompts)]
+    return _answer_rows(base_url, rows, concurrency, api_key)
+
+
+def _answer_rows(base_url: str, rows: list[tuple[str, list[dict], int, Callable[[str], bool] | None]],
+                 concurrency: int, api_key: str | None) -> list[str]:
+    """:func:`generate_answers` for rows of (model, messages, max_tokens, stop_when or None), in one pool."""
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=2, timeout=300)
 
-    def one(i: int) -> str:
-        args = dict(model=model, messages=prompts[i], temperature=0.0, max_tokens=max_tokens)
-        if stop_when is None or (stop_rows is not None and not stop_rows[i]):
+    def one(row: tuple) -> str:
+        model, messages, max_tokens, stop_when = row
+        args = dict(model=model, messages=messages, temperature=0.0, max_tokens=max_tokens)
+        if stop_when is None:
             r = client.chat.completions.create(**args)
             return r.choices[0].message.content or ""
         text = ""
@@ -55,7 +64,7 @@ def generate_answers(base_url: str, model: str, prompts: list[list[dict]], max_t
         return text
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(one, range(len(prompts))))
+        return list(pool.map(one, rows))
 
 
 def _schema(cfg: TrainConfig) -> dict | None:
@@ -70,13 +79,23 @@ def _schema(cfg: TrainConfig) -> dict | None:
 def evaluate_on_engine(base_url: str, model: str, cfg: TrainConfig, sets: list[EvalSet],
                        api_key: str | None = None) -> dict[str, Any]:
     """{set name: scores (+ the set's identity and a few sample answers)} for one model name on a running engine."""
+    return dict(zip([s.name for s in sets], score_runs(base_url, [(model, s) for s in sets], cfg, api_key)))
+
+
+def score_runs(base_url: str, runs: list[tuple[str, EvalSet]], cfg: TrainConfig, api_key: str | None = None,
+               concurrency: int = 32) -> list[dict[str, Any]]:
+    """The scores of each (model, set) run. Every row of every run answers from one pool, so the
+    engine's batch stays full until the last row instead of draining at the end of each set."""
     schema = _schema(cfg)
-    scores = {}
-    for s in sets:
-        stop = json_early_stop(s.references) if s.scoring == "structured" else {}
-        answers = generate_answers(base_url, model, s.prompts, s.max_new_tokens, api_key=api_key, **stop)
-        scores[s.name] = score_set(s, answers, schema)
-    return scores
+    rows: list[tuple] = []
+    spans = []
+    for model, s in runs:
+        stop = json_early_stop(s.references) if s.scoring == "structured" else {"stop_rows": [False] * len(s.prompts)}
+        rows += [(model, p, s.max_new_tokens, cannot_become_json if flag else None)
+                 for p, flag in zip(s.prompts, stop["stop_rows"])]
+        spans.append(len(rows))
+    answers = _answer_rows(base_url, rows, concurrency, api_key)
+    return [score_set(s, answers[end - len(s.prompts):end], schema) for (_, s), end in zip(runs, spans)]
 
 
 def json_early_stop(references: list[str]) -> dict[str, Any]:
@@ -162,29 +181,26 @@ def _evaluate(cfg: TrainConfig, settings: Settings, base_manifest: Any, adapter_
     cached = [s.name for s in sets if s.name in base_scores]
     todo = [s for s in sets if s.name not in base_scores]
     url = f"{root}/v1"
-    if todo:
-        say(f"scoring the base model on {', '.join(s.name for s in todo)}"
-            + (f" (cached: {', '.join(cached)})" if cached else ""))
-        fresh = evaluate_on_engine(url, base_manifest.name, cfg, todo, api_key=api_key)
-        for name, scores in fresh.items():
-            caches[name].parent.mkdir(parents=True, exist_ok=True)
-            caches[name].write_text(json.dumps(scores, indent=1))
-        base_scores.update(fresh)
-    else:
-        say(f"base model scores: cached ({', '.join(cached)})")
     headers = _bearer(api_key)
     r = httpx.post(f"{url}/load_lora_adapter", json={"lora_name": candidate, "lora_path": str(adapter_dir)},
                    headers=headers, timeout=120)
     if r.status_code != 200:
         raise TrainingError(f"the engine at {root} refused the trained adapter ({r.status_code}): {r.text[:300]}")
-    try:
-        say("scoring the adapter")
-        adapter_scores = evaluate_on_engine(url, candidate, cfg, sets, api_key=api_key)
+    try:  # base and adapter side by side: one pool keeps the engine's batch full to the last row
+        say("scoring the adapter on every set and the base model on "
+            + (", ".join(s.name for s in todo) or "none") + (f" (cached: {', '.join(cached)})" if cached else ""))
+        scores = score_runs(url, [*((base_manifest.name, s) for s in todo), *((candidate, s) for s in sets)], cfg,
+                            api_key=api_key)
     finally:  # a shared engine keeps serving: give its slot back (a failure here must not hide the scoring's)
         try:
             httpx.post(f"{url}/unload_lora_adapter", json={"lora_name": candidate}, headers=headers, timeout=60)
         except httpx.HTTPError:
             pass
+    for s, fresh in zip(todo, scores):
+        caches[s.name].parent.mkdir(parents=True, exist_ok=True)
+        caches[s.name].write_text(json.dumps(fresh, indent=1))
+        base_scores[s.name] = fresh
+    adapter_scores = {s.name: sc for s, sc in zip(sets, scores[len(todo):])}
     order = [s.name for s in sets]
     return {"base": {n: base_scores[n] for n in order}, "adapter": adapter_scores, "sets": order,
             "base_cached": cached}

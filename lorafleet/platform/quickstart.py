@@ -108,7 +108,7 @@ def _plot(rows: list[dict], out: Path) -> Path:
 
 
 def run_quickstart(settings: Settings, say: Callable[[str], None] = print, overrides: tuple[str, ...] = (),
-                   requests: int = 300, canary_percent: float = 5.0, port: int = 8000) -> dict:
+                   requests: int = 200, canary_percent: float = 5.0, port: int = 8000) -> dict:
     """Run the loop; the server stays up (stop it with `platform stop`). Returns a summary."""
     import json
 

@@ -110,7 +110,7 @@ app.command("dashboard")(dashboard)
 @app.command("quickstart")
 def quickstart(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a training config key (key=value).")] = None,
-    requests: Annotated[int, typer.Option(help="Requests to send through the gateway.")] = 300,
+    requests: Annotated[int, typer.Option(help="Requests to send through the gateway.")] = 200,
     port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
 ) -> None:
     """The whole loop on the real SmolLM2 base: pull, train support-intents on Ray, serve,

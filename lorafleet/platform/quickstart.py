@@ -153,6 +153,7 @@ def run_quickstart(settings: Settings, say: Callable[[str], None] = print, overr
     say(f"{clock()} 3/6 platform train {example} --set {' --set '.join(quick)}, evaluated on the serving engine")
     say(f"         a short run; `platform train {example}` trains the full recipe (about 13 min on 2 cores)")
     cfg = load_train_config(EXAMPLE, list(quick))  # the caller's overrides win
+
     def trained() -> str | None:
         """After the Ray job: stop the embedded Ray (its idle daemons took 7% of a core through evaluation
         and traffic), then evaluate on the serving engine: one engine start instead of two."""

@@ -9,7 +9,6 @@ back and how to stop. Each step prints what it does and its time.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,19 +58,6 @@ def _traffic(url: str, route: str, requests: int, prompts: list[list[dict]], say
     return {"seen": seen, "failures": failures}
 
 
-def check_port_free(host: str, port: int) -> None:
-    """An InputError naming --port when something already listens there."""
-    from lorafleet.core.errors import InputError
-
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the gateway's server binds
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise InputError("--port", port, f"{host}:{port} is in use ({exc.strerror}); pick another port "
-                                             "or stop what listens there (`platform stop`)") from exc
-
-
 def _serving_engine(gateway_root: str, base: str) -> str | None:
     """The root URL of a healthy engine behind the gateway that serves ``base``, from its /admin/engines
     (None where the gateway does not say, e.g. tenant keys without an admin one: training then starts its own)."""
@@ -118,7 +104,7 @@ def run_quickstart(settings: Settings, say: Callable[[str], None] = print, overr
     from lorafleet.platform.control.routes_edit import edit_route
     from lorafleet.platform.control.status import collect_status, render_status
     from lorafleet.serving.routes import Route
-    from lorafleet.serving.server import read_pid_file, serve_detached
+    from lorafleet.serving.server import check_port_free, read_pid_file, serve_detached
     from lorafleet.training.config import load_train_config
     from lorafleet.training.pipeline import comparison_rows, run_pipeline
 

@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,8 +36,8 @@ from lorafleet.serving.pidfile import PID_FILE, is_loopback, read_pid_file
 if TYPE_CHECKING:
     from lorafleet.engine.supervisor import SupervisorConfig
 
-__all__ = ["build_gateway", "check_bind", "is_loopback", "supervisor_config", "serve_foreground", "serve_detached",
-           "stop_detached", "PID_FILE"]
+__all__ = ["build_gateway", "check_bind", "check_port_free", "is_loopback", "supervisor_config", "serve_foreground",
+           "serve_detached", "stop_detached", "PID_FILE"]
 
 log = logging.getLogger("lorafleet.serve")
 
@@ -105,6 +106,17 @@ def check_bind(settings: Settings, host: str) -> None:
     if not is_loopback(host) and not settings.keys_path.exists():
         raise InputError("--host", host, f"with no keys file ({settings.keys_path}) the gateway runs open, "
                                          "so only on loopback; create keys with `platform keys add TENANT` first")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """An InputError naming --port when something already listens there (before minutes of engine start-up)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the gateway's server binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise InputError("--port", port, f"{host}:{port} is in use ({exc.strerror}); pick another port "
+                                             "or stop what listens there (`platform stop`)") from exc
 
 
 def follow_engine_restarts(loop: asyncio.AbstractEventLoop, gateway: Gateway):
@@ -205,6 +217,7 @@ def serve_detached(settings: Settings, base: str, host: str, port: int, engine_u
     existing = read_pid_file(settings)
     if existing is not None:
         raise ServingError(f"already serving at {existing['url']} (pid {existing['pid']}); run `platform stop` first")
+    check_port_free(host, port)
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / "serve.log"
     args = [sys.executable, "-m", module, "--base", base, "--host", host, "--port", str(port)]

@@ -82,8 +82,9 @@ def test_an_open_gateway_refuses_to_leave_loopback(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_quickstart_on_a_busy_port_fails_before_it_pulls(tmp_path: Path) -> None:
-    """The server starts in the background while Ray trains: a busy port is refused up front, not minutes later."""
+def test_a_busy_port_is_refused_up_front(tmp_path: Path) -> None:
+    """`platform serve --detach` and the quickstart (whose server starts in the background while Ray trains)
+    refuse a busy port at once, in one line, not minutes later from a dead server process."""
     import socket
 
     home = tmp_path / "home"
@@ -91,8 +92,11 @@ def test_quickstart_on_a_busy_port_fails_before_it_pulls(tmp_path: Path) -> None
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_cli("quickstart", "--port", str(port), home=home)
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--port" in lines[0] and f"127.0.0.1:{port} is in use" in lines[0], result.stderr
-    assert "1/6 base pull" not in result.stdout and not (home / "bases").exists()
+        results = {cmd: run_cli(cmd, *extra, "--port", str(port), home=home)
+                   for cmd, extra in (("quickstart", ()), ("serve", ("--detach",)))}
+    for cmd, result in results.items():
+        assert result.returncode == 2, (cmd, result.stdout + result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--port" in lines[0] and f"127.0.0.1:{port} is in use" in lines[0], result.stderr
+    assert "1/6 base pull" not in results["quickstart"].stdout and not (home / "bases").exists()
+    assert not (home / "run").exists() or not any((home / "run").iterdir())  # no pid file left behind

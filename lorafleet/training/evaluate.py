@@ -37,9 +37,14 @@ def generate_answers(base_url: str, model: str, prompts: list[list[dict]], max_t
     soon as ``stop_when(text so far)`` is true; the engine aborts a request whose stream is closed, so
     an answer that cannot score (e.g. :func:`~lorafleet.training.scoring.cannot_become_json`) costs a
     token or two instead of ``max_tokens``. The answer returned is the text up to that point."""
-    rows = [(model, p, max_tokens, stop_when if stop_rows is None or stop_rows[i] else None)
+    return _answer_rows(base_url, _rows(model, prompts, max_tokens, stop_when, stop_rows), concurrency, api_key)
+
+
+def _rows(model: str, prompts: list[list[dict]], max_tokens: int, stop_when: Callable[[str], bool] | None = None,
+          stop_rows: list[bool] | None = None) -> list[tuple]:
+    """(model, messages, max_tokens, stop_when or None) per prompt: ``stop_when`` on the rows ``stop_rows`` marks."""
+    return [(model, p, max_tokens, stop_when if stop_rows is None or stop_rows[i] else None)
             for i, p in enumerate(prompts)]
-    return _answer_rows(base_url, rows, concurrency, api_key)
 
 
 def _answer_rows(base_url: str, rows: list[tuple[str, list[dict], int, Callable[[str], bool] | None]],
@@ -90,9 +95,8 @@ def score_runs(base_url: str, runs: list[tuple[str, EvalSet]], cfg: TrainConfig,
     rows: list[tuple] = []
     spans = []
     for model, s in runs:
-        stop = json_early_stop(s.references) if s.scoring == "structured" else {"stop_rows": [False] * len(s.prompts)}
-        rows += [(model, p, s.max_new_tokens, cannot_become_json if flag else None)
-                 for p, flag in zip(s.prompts, stop["stop_rows"])]
+        stop = json_early_stop(s.references) if s.scoring == "structured" else {}
+        rows += _rows(model, s.prompts, s.max_new_tokens, **stop)
         spans.append(len(rows))
     answers = _answer_rows(base_url, rows, concurrency, api_key)
     return [score_set(s, answers[end - len(s.prompts):end], schema) for (_, s), end in zip(runs, spans)]

@@ -58,7 +58,10 @@ class SSEAccumulator:
 
     ``feed`` returns the complete events to pass on. A usage-only chunk the client did not
     ask for (the gateway asks for usage to count tokens) is held back, since many clients
-    read ``chunk.choices[0]`` unguarded. ``size_bytes`` is how much has passed through.
+    read ``chunk.choices[0]`` unguarded. ``size_bytes`` is how much has passed through;
+    ``ended`` turns true with the stream's last event (``data: [DONE]``, or the Responses API's
+    ``response.completed`` / ``.incomplete`` / ``.failed``): a client that has it has the whole
+    answer, and may hang up before the engine closes its side.
     """
 
     def __init__(self, kind: str, forward_usage: bool) -> None:
@@ -66,6 +69,7 @@ class SSEAccumulator:
         self.forward_usage = forward_usage
         self.outcome = Outcome()
         self.size_bytes = 0
+        self.ended = False
         self._buffer = b""
 
     def feed(self, chunk: bytes, now_s: float) -> list[bytes]:
@@ -82,6 +86,7 @@ class SSEAccumulator:
         if self.kind == "responses":
             return self._note_response_event(event, now_s)
         if not event.startswith(b"data: {"):
+            self.ended = self.ended or event.strip() == b"data: [DONE]"
             return True
         try:
             data = json.loads(event[6:])
@@ -125,6 +130,7 @@ class SSEAccumulator:
                 out.ttft_s = now_s
             out.texts[0] = out.texts.get(0, "") + piece
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            self.ended = True
             response = data.get("response") or {}
             texts = dict(out.texts)
             _read_response(response, out)

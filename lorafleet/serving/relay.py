@@ -107,13 +107,16 @@ class Relay:
                 events = acc.feed(chunk, time.perf_counter() - started)
                 if events:  # the events of one upstream read leave in one write
                     yield b"".join(events)
+                    if acc.ended:  # the client has it all: hanging up now is not leaving early
+                        status = 200
             for event in acc.flush():
                 yield event
             status = 200
         except httpx.HTTPError as exc:  # the engine died or stalled mid-stream: tell the client in-band
-            err = translate(exc, engine.root_url)
-            status = err.status_code
-            yield _error_event(err, acc.kind)
+            if not acc.ended:  # (after the last event its hang-up costs the client nothing)
+                err = translate(exc, engine.root_url)
+                status = err.status_code
+                yield _error_event(err, acc.kind)
         except ServingError as err:
             status = err.status_code
             yield _error_event(err, acc.kind)

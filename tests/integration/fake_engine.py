@@ -15,7 +15,7 @@ from lorafleet.engine.process import free_port
 __all__ = ["FakeEngine", "MODES"]
 
 BASE = "fake-base"
-MODES = ("ok", "drop", "badjson", "hang-body", "hang", "drop-stream", "big-stream")
+MODES = ("ok", "drop", "badjson", "hang-body", "hang", "drop-stream", "big-stream", "slow-close")
 
 
 def _chunk(text: str, finish: str | None = None) -> bytes:
@@ -114,6 +114,9 @@ class FakeEngine:
                     send(_chunk("x" * 64))
                     await writer.drain()
             send(_chunk("}", "stop") + b"data: [DONE]\n\n")
+            if mode == "slow-close":  # the last event is out; the body's end comes a while later
+                await writer.drain()
+                await asyncio.sleep(2)
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             return None

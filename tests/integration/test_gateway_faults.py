@@ -28,6 +28,7 @@ from lorafleet.serving.gateway import Gateway, GatewayConfig
 from lorafleet.serving.routes import RoutesFile
 from tests.integration.fake_engine import BASE, FakeEngine
 from tests.integration.gateway_harness import GatewayThread
+from tests.metrics_text import total
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +120,21 @@ def test_a_client_gone_mid_stream_gives_back_its_slot(gw) -> None:
         assert r.status_code == 200
         next(r.iter_raw())
     assert_held_nothing(gw)
+
+
+def test_a_client_that_hangs_up_after_the_last_event_is_counted_as_served(gw) -> None:
+    """The openai client closes at ``data: [DONE]``; the engine ends its body 2 s later. The
+    request was served whole: a 200 with its tokens, not a 499 (client gone)."""
+    def requests(status: str) -> float:
+        return total(httpx.get(f"{gw.root_url}/metrics", timeout=10).text, "lorafleet_requests_total",
+                     route="r", status=status)
+
+    served, gone = requests("200"), requests("499")
+    started = time.monotonic()
+    text = "".join(c.choices[0].delta.content or "" for c in chat(gw, "slow-close", stream=True))
+    assert text == "{}" and time.monotonic() - started < 2  # the client did not wait for the body's end
+    assert_held_nothing(gw)
+    assert (requests("200") - served, requests("499") - gone) == (1, 0)
 
 
 def test_after_the_faults_the_version_can_be_unloaded(gw, fake) -> None:

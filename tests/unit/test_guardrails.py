@@ -124,7 +124,9 @@ def test_sse_accumulator_counts_and_hides_unrequested_usage() -> None:
     acc = SSEAccumulator("chat", forward_usage=False)
     passed = []
     for i in range(0, len(stream), 7):  # arbitrary chunk boundaries
+        assert not acc.ended  # until [DONE] has come whole
         passed += acc.feed(stream[i:i + 7], now_s=0.1)
+    assert acc.ended
     passed += acc.flush()
     assert b"".join(passed).count(b"data: ") == 3 and b"usage" not in b"".join(passed)
     out = acc.outcome
@@ -132,6 +134,15 @@ def test_sse_accumulator_counts_and_hides_unrequested_usage() -> None:
     assert (out.prompt_tokens, out.completion_tokens, out.ttft_s) == (7, 2, 0.1)
     kept = SSEAccumulator("chat", forward_usage=True)
     assert b"usage" in b"".join(kept.feed(stream, 0.0))
+
+
+def test_a_responses_stream_ends_with_its_final_event() -> None:
+    acc = SSEAccumulator("responses", forward_usage=False)
+    acc.feed(b'event: response.output_text.delta\ndata: {"type": "response.output_text.delta", "delta": "hi"}\n\n', 0.1)
+    assert not acc.ended
+    done = {"type": "response.completed", "response": {"status": "completed", "usage": {"input_tokens": 4}}}
+    acc.feed(f"event: response.completed\ndata: {json.dumps(done)}\n\n".encode(), 0.2)
+    assert acc.ended and acc.outcome.texts == {0: "hi"} and acc.outcome.prompt_tokens == 4
 
 
 def test_read_body_for_both_kinds() -> None:

@@ -34,7 +34,8 @@ def steady_rate(timeline: list[tuple[int, int, float]], skip: int) -> float:
 
 def overrides(args, quant: str) -> list[str]:
     return [f"base={args.base}", f"max_steps={args.steps}", f"quantization={quant}", "data.eval=null",
-            f"checkpoint_every_steps={args.steps + 1}", f"cpus_per_worker={args.cpus}", "bf16_autocast=false"]
+            f"checkpoint_every_steps={args.steps + 1}", f"cpus_per_worker={args.cpus}", "bf16_autocast=false",
+            *args.set]
 
 
 def run_variant(variant: str, args) -> dict:
@@ -91,6 +92,7 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    ap.add_argument("--set", action="append", default=[], help="extra config override key=value (last wins)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -99,7 +101,7 @@ def main() -> None:
     results = []
     for variant in args.variants.split(","):
         cmd = [sys.executable, __file__, "--one", variant, "--base", args.base, "--steps", str(args.steps),
-               "--skip", str(args.skip), "--cpus", str(args.cpus)]
+               "--skip", str(args.skip), "--cpus", str(args.cpus), *(f"--set={x}" for x in args.set)]
         print(f"running {variant} ...", flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)

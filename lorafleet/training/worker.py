@@ -57,7 +57,27 @@ def load_model(base_dir: str, quantization: str, use_gpu: bool, bf16: bool = Tru
         from peft import prepare_model_for_kbit_training
 
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if bf16:
+        _frozen_linear_weights_in_bf16(model)
+    return model
+
+
+def _frozen_linear_weights_in_bf16(model: Any) -> None:
+    """The decoder layers' linear weights (frozen under LoRA) stored in bf16.
+
+    bf16 autocast multiplies them in bf16 anyway, but casts each fp32 weight again in every
+    forward and backward (autocast caches casts only of weights that require grad): 135M
+    parameters read and written three times a step. Stored in bf16, the same products skip the
+    casts; the embeddings, norms and the LoRA weights stay fp32. On support-intents with
+    SmolLM2 this made steps ~10% faster on a 2-core AVX512-BF16 CPU, for the same arithmetic.
+    """
+    import torch
+
+    for layer in getattr(getattr(model, "model", None), "layers", []):
+        for module in layer.modules():
+            if type(module) is torch.nn.Linear:
+                module.weight.data = module.weight.data.to(torch.bfloat16)
 
 
 def _bf16(cfg: dict) -> bool:
@@ -246,6 +266,8 @@ def train_loop(cfg: dict) -> None:
             if actor is not None and rank == 0:
                 actor.saved.remote()
 
+    if world == 1:  # Ray sets LOCAL_RANK, so accelerate would wrap one worker's model in DDP for nothing
+        os.environ.pop("LOCAL_RANK", None)
     callbacks = [ReportCheckpoints()] + ([ProgressCallback(actor, rank)] if actor is not None else [])
     trainer = build_trainer(cfg, out_dir, callbacks, world)
     result = trainer.train(resume_from_checkpoint=resume_dir)

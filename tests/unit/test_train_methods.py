@@ -105,6 +105,9 @@ def test_trainer_options_are_validated_naming_the_field():
         (dpo, ["packing=true", "init_from=null"], "packing=true: method 'dpo' does not pack rows"),
         (dpo, ["group_by_length=true", "init_from=null"], "group_by_length=true: method 'dpo' does not group"),
         (sft, ["group_by_length=true", "packing=true"], "group_by_length=true with packing=true"),
+        (sft, ["group_by_length=true", "padding_free=true"], "group_by_length=true with padding_free=true"),
+        (sft, ["padding_free=true", "packing=true"], "padding_free=true with packing=true"),
+        (dpo, ["padding_free=true", "init_from=null"], "padding_free=true: method 'dpo' does not flatten rows"),
         (sft, ["early_stopping_patience=2"], "early_stopping_patience=2: needs eval_every_steps"),
         (sft, ["early_stopping_patience=2", "eval_every_steps=3", "checkpoint_every_steps=10"],
          "checkpoint_every_steps=10: with early stopping it must be a multiple of eval_every_steps=3"),
@@ -177,6 +180,34 @@ def test_group_by_length_trains_on_batches_with_less_padding(settings, tiny_base
     assert real / padded > 0.95  # random batches of this data are ~22% padding
     result = trainer.train()
     assert result.global_step == 2 and result.training_loss > 0
+
+
+def test_padding_free_steps_see_the_same_rows_and_loss_without_padding(settings, tiny_base, tmp_path):
+    import torch
+
+    def first_batch(sets: list[str]):
+        cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml",
+                                [*FAST, "max_steps=1", "batch_size=8", "max_seq_length=60", *sets])
+        trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
+        return trainer, next(iter(trainer.get_train_dataloader()))
+
+    padded_trainer, padded = first_batch([])
+    trainer, flat = first_batch(["padding_free=true"])
+    assert "attention_mask" not in flat and flat["input_ids"].shape[0] == 1  # one flat row, no padding
+    pos = flat["position_ids"][0]
+    starts = (pos == 0).nonzero().flatten().tolist() + [len(pos)]
+    rows = [flat["input_ids"][0, a:b].tolist() for a, b in itertools.pairwise(starts)]
+    assert rows == [ids[m.bool()].tolist() for ids, m in zip(padded["input_ids"], padded["attention_mask"])]
+    assert max(len(r) for r in rows) == 60  # max_seq_length still cuts the long rows
+    assert flat["input_ids"].numel() < padded["input_ids"].numel()
+    trainer.model.load_state_dict(padded_trainer.model.state_dict())  # the same weights in both
+    trainer.model.eval()
+    padded_trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, flat)
+        padded_loss = padded_trainer.compute_loss(padded_trainer.model, padded)
+    assert torch.allclose(loss, padded_loss, atol=1e-4), (loss, padded_loss)
+    assert trainer.train().global_step == 1
 
 
 def test_the_cpu_loss_scores_only_the_completion_and_equals_scoring_every_token(settings, tiny_base, tmp_path):
@@ -405,3 +436,25 @@ def test_eval_max_rows_bounds_the_held_out_loss_too(settings, tiny_base, tmp_pat
         cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml", [*base, *extra])
         train, held_out = build_datasets(job_payload(cfg, settings.layout.base("tiny-llama")))
         assert len(held_out) == rows and len(train) == 1640, extra
+
+
+def test_under_bf16_the_frozen_linear_weights_are_stored_in_bf16(settings, tiny_base, tmp_path):
+    """Autocast multiplies them in bf16 anyway; stored so, they skip a cast per use. Embeddings,
+    norms and the trained LoRA weights stay fp32; without bf16 everything stays fp32."""
+    import torch
+
+    from lorafleet.training.worker import load_model
+
+    base = str(settings.layout.base("tiny-llama"))
+    model = load_model(base, "none", use_gpu=False, bf16=True)
+    linear = [m for m in model.model.layers.modules() if type(m) is torch.nn.Linear]
+    assert linear and all(m.weight.dtype == torch.bfloat16 for m in linear)
+    assert model.model.embed_tokens.weight.dtype == torch.float32
+    assert model.model.norm.weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in load_model(base, "none", use_gpu=False, bf16=False).parameters())
+    cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml",
+                            [*FAST, "max_steps=1", "data.eval=null", "bf16_autocast=true"])
+    trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
+    trained = [p for p in trainer.model.parameters() if p.requires_grad]
+    assert trained and all(p.dtype == torch.float32 for p in trained)
+    assert trainer.train().training_loss > 0

@@ -1,6 +1,7 @@
 """Supervised fine-tuning (TRL ``SFTTrainer``): chat rows become prompt/completion pairs and the
-loss is on the assistant completion only; optional sequence packing (best-fit decreasing) or
-length-grouped batches (``group_by_length``: less padding, same rows per step)."""
+loss is on the assistant completion only; optional sequence packing (best-fit decreasing),
+padding-free batches (``padding_free``: each step's rows as one flat sequence, no padding, same
+rows per step) or length-grouped batches (``group_by_length``: less padding, same rows per step)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ def build_trainer(model: Any, args: dict, train_ds: Any, eval_ds: Any, tokenizer
         # transformers' sdpa/eager masks keep the packed rows apart (no flash attention needed on CPU).
         # The eval set stays unpacked so the eval loss is measured the same way with and without packing.
         args.update(packing=True, packing_strategy="bfd", eval_packing=False)
+    elif cfg.get("padding_free"):
+        args.update(padding_free=True, max_length=None)  # TRL truncates only packed rows: we do it below
     cls = SFTTrainer
     if cfg.get("group_by_length"):
         class LengthGroupedSFTTrainer(SFTTrainer):
@@ -71,8 +74,23 @@ def build_trainer(model: Any, args: dict, train_ds: Any, eval_ds: Any, tokenizer
                 rows_per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps
                 return LengthGroupedBatches([len(ids) for ids in ds["input_ids"]], rows_per_step, self.args.seed)
         cls = LengthGroupedSFTTrainer
-    return cls(model=model, args=SFTConfig(**args), train_dataset=train_ds, eval_dataset=eval_ds,
-               processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    trainer = cls(model=model, args=SFTConfig(**args), train_dataset=train_ds, eval_dataset=eval_ds,
+                  processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    if cfg.get("padding_free") and not cfg.get("packing"):
+        limit = cfg["max_seq_length"]
+        trainer.train_dataset = _truncated(trainer.train_dataset, limit)
+        if trainer.eval_dataset is not None:
+            trainer.eval_dataset = _truncated(trainer.eval_dataset, limit)
+    return trainer
+
+
+def _truncated(ds: Any, limit: int) -> Any:
+    """Tokenized rows cut to ``limit`` tokens, and those left without a labelled token dropped: what
+    TRL does to padded rows (``max_length``), which it skips when ``max_length`` is None."""
+    def cut(row: dict) -> dict:
+        n = len(row["input_ids"])
+        return {c: v[:limit] for c, v in row.items() if isinstance(v, list) and len(v) == n}
+    return ds.map(cut).filter(lambda row: any(label != -100 for label in row["labels"]))
 
 
 def final_metrics(trainer: Any) -> dict:

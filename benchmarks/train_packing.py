@@ -76,6 +76,7 @@ def main() -> None:
                     help="batch_size of the packed run (default: tokens per step equal to the padded run's)")
     ap.add_argument("--set", action="append", default=[], help="extra config override key=value")
     args = ap.parse_args()
+    args.set = ["padding_free=false", *args.set]  # padded batches as the reference (the example ships padding-free)
     every = run(list(args.set), args.steps, "padded, LM head on every token", score_every_token=True)
     padded = run(list(args.set), args.steps, "padded")
     per_row = padded["tokens"] / (padded["rows_per_step"] * args.steps)

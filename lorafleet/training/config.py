@@ -269,7 +269,8 @@ class TrainConfig(ConfigModel):
     padding_free: bool = Field(
         default=False,
         description="SFT only: each step's rows go to the model as one flat sequence without padding "
-        "(position_ids keep them apart, as with packing); the same rows per step as padded batches.",
+        "(position_ids keep them apart, as with packing); the same rows per step as padded batches. "
+        "Packed blocks are padding-free anyway; with group_by_length it leaves that nothing to save.",
     )
     group_by_length: bool = Field(
         default=False,
@@ -362,11 +363,9 @@ class TrainConfig(ConfigModel):
             raise ValueError(f"group_by_length=true: method {self.method!r} does not group rows (sft does)")
         if self.padding_free and not get_method(self.method).supports_packing:
             raise ValueError(f"padding_free=true: method {self.method!r} does not flatten rows (sft does)")
-        if self.group_by_length and (self.packing or self.padding_free):
-            other = "packing" if self.packing else "padding_free"
-            raise ValueError(f"group_by_length=true with {other}=true: {other} leaves no padding to save; pick one")
-        if self.padding_free and self.packing:
-            raise ValueError("padding_free=true with packing=true: packed blocks are padding-free already; pick one")
+        if self.group_by_length and self.packing:
+            raise ValueError("group_by_length=true with packing=true: packed blocks have no padding to save; "
+                             "pick one")
         if self.eval_every_steps is not None and self.data.eval is None:
             raise ValueError(f"eval_every_steps={self.eval_every_steps}: needs held-out rows (data.eval)")
         if self.early_stopping_patience is not None:

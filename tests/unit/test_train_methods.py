@@ -105,8 +105,6 @@ def test_trainer_options_are_validated_naming_the_field():
         (dpo, ["packing=true", "init_from=null"], "packing=true: method 'dpo' does not pack rows"),
         (dpo, ["group_by_length=true", "init_from=null"], "group_by_length=true: method 'dpo' does not group"),
         (sft, ["group_by_length=true", "packing=true"], "group_by_length=true with packing=true"),
-        (sft, ["group_by_length=true", "padding_free=true"], "group_by_length=true with padding_free=true"),
-        (sft, ["padding_free=true", "packing=true"], "padding_free=true with packing=true"),
         (dpo, ["padding_free=true", "init_from=null"], "padding_free=true: method 'dpo' does not flatten rows"),
         (sft, ["early_stopping_patience=2"], "early_stopping_patience=2: needs eval_every_steps"),
         (sft, ["early_stopping_patience=2", "eval_every_steps=3", "checkpoint_every_steps=10"],
@@ -172,7 +170,8 @@ def test_length_grouped_batches_cover_every_row_once_in_random_batch_order():
 
 def test_group_by_length_trains_on_batches_with_less_padding(settings, tiny_base, tmp_path):
     cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml",
-                            [*FAST, "max_steps=2", "group_by_length=true", "data.eval=null", "batch_size=8"])
+                            [*FAST, "max_steps=2", "group_by_length=true", "data.eval=null", "batch_size=8",
+                             "padding_free=false"])
     trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
     batches = list(itertools.islice(trainer.get_train_dataloader(), 40))
     padded = sum(int(b["input_ids"].numel()) for b in batches)
@@ -191,7 +190,7 @@ def test_padding_free_steps_see_the_same_rows_and_loss_without_padding(settings,
         trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
         return trainer, next(iter(trainer.get_train_dataloader()))
 
-    padded_trainer, padded = first_batch([])
+    padded_trainer, padded = first_batch(["padding_free=false"])
     trainer, flat = first_batch(["padding_free=true"])
     assert "attention_mask" not in flat and flat["input_ids"].shape[0] == 1  # one flat row, no padding
     pos = flat["position_ids"][0]

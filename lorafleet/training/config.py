@@ -270,7 +270,7 @@ class TrainConfig(ConfigModel):
         default=False,
         description="SFT only: each step's rows go to the model as one flat sequence without padding "
         "(position_ids keep them apart, as with packing); the same rows per step as padded batches. "
-        "Packed blocks are padding-free anyway; with group_by_length it leaves that nothing to save.",
+        "Packed blocks are padding-free anyway; with it, group_by_length has no padding left to save.",
     )
     group_by_length: bool = Field(
         default=False,

@@ -59,13 +59,15 @@ def build_trainer(model: Any, args: dict, train_ds: Any, eval_ds: Any, tokenizer
     from trl import SFTConfig, SFTTrainer
 
     args = dict(args, completion_only_loss=True)
+    flat_limit = None  # padding-free without packing: TRL truncates only packed rows, so we cut to this
     if cfg.get("packing"):
         # bfd packing is padding-free: one flat row per batch with position_ids and no attention mask;
         # transformers' sdpa/eager masks keep the packed rows apart (no flash attention needed on CPU).
         # The eval set stays unpacked so the eval loss is measured the same way with and without packing.
         args.update(packing=True, packing_strategy="bfd", eval_packing=False)
     elif cfg.get("padding_free"):
-        args.update(padding_free=True, max_length=None)  # TRL truncates only packed rows: we do it below
+        flat_limit = args["max_length"]
+        args.update(padding_free=True, max_length=None)
     cls = SFTTrainer
     if cfg.get("group_by_length"):
         class LengthGroupedSFTTrainer(SFTTrainer):
@@ -76,11 +78,10 @@ def build_trainer(model: Any, args: dict, train_ds: Any, eval_ds: Any, tokenizer
         cls = LengthGroupedSFTTrainer
     trainer = cls(model=model, args=SFTConfig(**args), train_dataset=train_ds, eval_dataset=eval_ds,
                   processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
-    if cfg.get("padding_free") and not cfg.get("packing"):
-        limit = cfg["max_seq_length"]
-        trainer.train_dataset = _truncated(trainer.train_dataset, limit)
+    if flat_limit is not None:
+        trainer.train_dataset = _truncated(trainer.train_dataset, flat_limit)
         if trainer.eval_dataset is not None:
-            trainer.eval_dataset = _truncated(trainer.eval_dataset, limit)
+            trainer.eval_dataset = _truncated(trainer.eval_dataset, flat_limit)
     return trainer
 
 

@@ -43,21 +43,27 @@ def build_datasets(cfg: dict) -> tuple[Any, Any]:
     return train, (Dataset.from_list(shape(ev_rows)) if ev_rows else None)
 
 
-def load_model(base_dir: str, quantization: str, use_gpu: bool, bf16: bool = True) -> Any:
-    """The base in fp32, or for QLoRA in 4-bit NF4 computing in bf16 (``bf16``) or fp32."""
+def load_model(base_dir: str, quantization: str, use_gpu: bool, bf16: bool = True, per_row: bool = False) -> Any:
+    """The base in fp32, or for QLoRA in 4-bit NF4 computing in bf16 (``bf16``) or fp32. ``per_row``:
+    attention per row of a padding-free batch (``training/attention.py``) instead of sdpa's."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from lorafleet.training import attention
+
+    attn = attention.register() if per_row else "sdpa"
 
     if quantization == "nf4":
         dtype = torch.bfloat16 if bf16 else torch.float32
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                  bnb_4bit_compute_dtype=dtype)
         model = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=bnb, dtype=dtype,
-                                                     device_map={"": "cuda" if use_gpu else "cpu"})
+                                                     device_map={"": "cuda" if use_gpu else "cpu"},
+                                                     attn_implementation=attn)
         from peft import prepare_model_for_kbit_training
 
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation=attn)
     if bf16:
         _frozen_linear_weights_in_bf16(model)
     return model
@@ -129,7 +135,9 @@ def _start_model(cfg: dict) -> tuple[Any, Any]:
     """(model, peft config): the base with a fresh LoRA config, or the parent adapter made trainable."""
     from peft import LoraConfig, PeftModel
 
-    model = load_model(cfg["base_dir"], cfg["quantization"], cfg["use_gpu"], _bf16(cfg))
+    # flat (padding-free or packed) rows on the CPU: per-row attention (GPUs' sdpa kernels handle the flat sequence)
+    per_row = bool((cfg.get("padding_free") or cfg.get("packing")) and not cfg["use_gpu"])
+    model = load_model(cfg["base_dir"], cfg["quantization"], cfg["use_gpu"], _bf16(cfg), per_row)
     if cfg.get("init_from_dir"):
         return PeftModel.from_pretrained(model, cfg["init_from_dir"], is_trainable=True), None
     peft_cfg = LoraConfig(r=cfg["peft"]["r"], lora_alpha=cfg["peft"]["alpha"], lora_dropout=cfg["peft"]["dropout"],

@@ -457,3 +457,50 @@ def test_under_bf16_the_frozen_linear_weights_are_stored_in_bf16(settings, tiny_
     trained = [p for p in trainer.model.parameters() if p.requires_grad]
     assert trained and all(p.dtype == torch.float32 for p in trained)
     assert trainer.train().training_loss > 0
+
+
+def test_per_row_attention_equals_sdpa_over_the_flat_sequence_with_its_block_mask():
+    """Padding-free rows on the CPU: attention cut at TRL's row boundaries gives sdpa's output and
+    gradients (GQA heads, bf16 inputs as under autocast); a call without boundaries is sdpa's own."""
+    import torch
+    import torch.nn.functional as F
+
+    from lorafleet.training.attention import per_row_attention
+
+    torch.manual_seed(0)
+    lengths = [7, 30, 1, 52, 18]
+    total, heads, kv_heads, dim = sum(lengths), 9, 3, 64
+    cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+    row = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    pos = torch.cat([torch.arange(n) for n in lengths])
+    block_mask = (row[:, None] == row[None, :]) & (pos[:, None] >= pos[None, :])
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups = True, heads // kv_heads
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        q, k, v = (torch.randn(1, h, total, dim, dtype=dtype, requires_grad=True) for h in (heads, kv_heads, kv_heads))
+        grad_out = torch.randn(1, total, heads, dim, dtype=dtype)
+        ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=block_mask, scale=0.125,
+                                             enable_gqa=True).transpose(1, 2)
+        ref_grads = torch.autograd.grad(ref, (q, k, v), grad_out.float())
+        out, weights = per_row_attention(module, q, k, v, None, scaling=0.125, cu_seq_lens_q=cu)
+        assert weights is None and out.shape == (1, total, heads, dim) and out.dtype == dtype
+        assert torch.allclose(out.float(), ref, atol=tol), (out.float() - ref).abs().max()
+        for got, want in zip(torch.autograd.grad(out, (q, k, v), grad_out), ref_grads):
+            assert torch.allclose(got.float(), want.float(), atol=tol * 4), (got.float() - want.float()).abs().max()
+    q, k, v = (torch.randn(2, h, 11, dim) for h in (heads, kv_heads, kv_heads))  # padded batch: sdpa, causal
+    out, _ = per_row_attention(module, q, k, v, None)
+    want = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).transpose(1, 2)
+    assert torch.allclose(out, want, atol=1e-6)
+
+
+def test_padding_free_training_on_the_cpu_uses_per_row_attention(settings, tiny_base, tmp_path):
+    from lorafleet.training.attention import NAME
+
+    def attention(sets: list[str]) -> str:
+        cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml",
+                                [*FAST, "max_steps=1", "data.eval=null", *sets])
+        trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
+        return trainer.model.config._attn_implementation
+
+    assert attention(["padding_free=true"]) == NAME
+    assert attention(["padding_free=false"]) == "sdpa"

@@ -75,10 +75,10 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=(8, 3))
     ax.barh([r["variant"] for r in results], [r["ms"] for r in results], color=["tab:gray", "tab:blue"])
     ax.set_xlabel("ms per layer, forward + backward")
-    ax.set_title(f"attention of a padding-free batch ({len(lengths)} rows, {total} tokens, CPU)")
+    ax.set_title(f"one attention layer, {len(lengths)} rows as one flat sequence ({total} tokens), CPU")
     fig.tight_layout()
     fig.savefig(args.out / "attention_bench.png", dpi=120)
     print(f"wrote {args.out / 'attention_bench.png'}")

@@ -7,7 +7,7 @@ the rows themselves, and PyTorch's CPU flash kernel is slow on such small blocks
 costs ~8 ms per layer here). This implementation cuts the flat sequence at TRL's
 ``cu_seq_lens_q`` and runs plain causal attention per row in fp32 (q heads grouped by their kv
 head, no repeated kv): the same result as ``sdpa`` to fp32 rounding, and on SmolLM2-135M's
-shapes 2.1x faster forward + backward per layer (``benchmarks/attention_bench.py``). Any call
+shapes 2.1-2.8x faster forward + backward per layer (``benchmarks/attention_bench.py``). Any call
 without row boundaries (padded batches, generation) goes to transformers' ``sdpa`` unchanged.
 """
 

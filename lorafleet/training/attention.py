@@ -22,11 +22,11 @@ NAME = "lorafleet_per_row"
 
 
 @functools.lru_cache(maxsize=512)
-def _future(n: int) -> Any:
+def _future(n: int, device: Any) -> Any:
     """(n, n) True above the diagonal: the positions a causal query may not see."""
     import torch
 
-    return torch.ones(n, n, dtype=torch.bool).triu(1)
+    return torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
 
 
 def per_row_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
@@ -51,7 +51,8 @@ def per_row_attention(module: Any, query: Any, key: Any, value: Any, attention_m
             continue
         q = query[0, :, start:end].float().reshape(kv_heads, rep * n, dim)  # head h uses kv head h // rep
         k, v = key[0, :, start:end].float(), value[0, :, start:end].float()
-        scores = ((q @ k.transpose(-1, -2)) * scale).view(kv_heads, rep, n, n).masked_fill(_future(n), float("-inf"))
+        scores = ((q @ k.transpose(-1, -2)) * scale).view(kv_heads, rep, n, n)
+        scores = scores.masked_fill(_future(n, q.device), float("-inf"))
         rows.append((scores.softmax(-1).view(kv_heads, rep * n, n) @ v).view(heads, n, dim))
     out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
     return out.to(query.dtype).transpose(0, 1).unsqueeze(0).contiguous(), None  # (1, T, heads, dim) as sdpa's

@@ -8,7 +8,9 @@ The raw material is the hand-written seed messages in ``seeds.py`` (hundreds of 
 list what real customers write for one intent or error object). On top of a seed the generator
 puts what real traffic does to text: order references in many written forms and positions,
 lower case, typos, text speak, dropped punctuation, emoji, greetings, sign-offs and rambling
-context sentences, and a few rows with no system prompt or a paraphrased one.
+context sentences, and a few rows with no system prompt or a paraphrased one. The last 820 training
+rows are drawn after the train/eval/golden split (so the locked sets stay as they were) and include
+two requests of different intents joined into one message, answered ``ambiguous``.
 
 Answers (``schema.json``): ``{"intent": ..., "order_id": ...}`` for a clear order request,
 ``{"intent": ...}`` for reset_password / update_payment / contact_human (never an order_id, even
@@ -46,6 +48,7 @@ PARAPHRASED_SYSTEM = [
     "You turn customer messages into JSON.",
 ]
 N_TRAIN, N_EVAL, N_GOLDEN = 1640, 220, 60
+N_EXTRA = 820  # training rows drawn after the locked split (eval and golden stay as they were)
 
 # (kind, weight): how often a candidate of each kind is drawn.
 KINDS = [("with_id", 41), ("no_id_plus_ref", 13), ("missing", 13), ("plain", 24), ("plain_with_order", 2),
@@ -162,10 +165,35 @@ def _row(rng: random.Random, user: str, target: dict) -> dict:
     return {"messages": msgs}
 
 
-def candidate(rng: random.Random) -> dict:
+# Two requests in one message ("where is X, also change my card") are ambiguous: the hand-written
+# seeds hold a dozen; rows drawn after the locked split also join two requests of different
+# intents (never cancel + refund, which customers write as one request: "cancel X and refund me").
+JOINS = [" and ", ", also ", ". also ", " and also ", ", and ", " + ", ". Also ", " & ", " plus "]
+EXTRA_KINDS = [*KINDS, ("two_requests", 8)]
+ONE_REQUEST = {frozenset({"cancel_order", "refund_status"})}
+
+
+def _request(rng: random.Random, intent: str) -> str:
+    pool = (WITH_ID.get(intent, []) + NO_ID.get(intent, [])) or PLAIN[intent]
+    return _fill(rng, rng.choice(pool), _new_id(rng)).rstrip(".!?")
+
+
+def two_requests(rng: random.Random) -> str:
+    intents = sorted({*WITH_ID, *NO_ID, *PLAIN})
+    while True:
+        a, b = rng.sample(intents, 2)
+        if frozenset({a, b}) not in ONE_REQUEST:
+            break
+    second = _request(rng, b)
+    return _request(rng, a) + rng.choice(JOINS) + second[0].lower() + second[1:]
+
+
+def candidate(rng: random.Random, kinds: list[tuple[str, int]] = KINDS) -> dict:
     """One row of a randomly drawn kind."""
-    kind = _weighted(rng, KINDS)
+    kind = _weighted(rng, kinds)
     oid = _new_id(rng)
+    if kind == "two_requests":
+        return _row(rng, _noise(rng, two_requests(rng), None), {"error": "ambiguous"})
     if kind == "with_id":
         intent = rng.choice(sorted(WITH_ID))
         text, target = _fill(rng, rng.choice(WITH_ID[intent]), oid), {"intent": intent, "order_id": oid}
@@ -200,7 +228,7 @@ def user_of(row: dict) -> str:
 
 
 def build(n_train: int = N_TRAIN, n_eval: int = N_EVAL, n_golden: int = N_GOLDEN, seed: int = SEED,
-          hard: list[dict] | None = None) -> dict[str, list[dict]]:
+          hard: list[dict] | None = None, n_extra: int = N_EXTRA) -> dict[str, list[dict]]:
     rng = random.Random(seed)
     hard_index = NearDuplicateIndex()
     for row in hard or []:
@@ -218,7 +246,16 @@ def build(n_train: int = N_TRAIN, n_eval: int = N_EVAL, n_golden: int = N_GOLDEN
     if len(pool) < target:
         raise SystemExit(f"only {len(pool)} distinct rows after {attempts} attempts")
     rng.shuffle(pool)
-    return {"train": pool[:n_train], "eval": pool[n_train:n_train + n_eval], "golden": pool[n_train + n_eval:target]}
+    splits = {"train": pool[:n_train], "eval": pool[n_train:n_train + n_eval], "golden": pool[n_train + n_eval:target]}
+    # More training rows, drawn after the split so that the locked eval and golden rows stay as they
+    # were; the same index keeps them distinct from every row above (and from the hard set).
+    while len(splits["train"]) < n_train + n_extra and attempts < 200_000:
+        attempts += 1
+        row = candidate(rng, EXTRA_KINDS)
+        text = normalize_text(user_of(row))
+        if hard_index.match(text) is None and index.add_if_new(text):
+            splits["train"].append(row)
+    return splits
 
 
 def dpo_rows(rows: list[dict], rng: random.Random) -> list[dict]:

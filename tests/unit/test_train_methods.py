@@ -434,7 +434,7 @@ def test_eval_max_rows_bounds_the_held_out_loss_too(settings, tiny_base, tmp_pat
     for extra, rows in (([], 6), (["eval.max_rows=4"], 4), (["eval.max_rows=50"], 6)):
         cfg = load_train_config(EXAMPLES / "support-intents" / "train.yaml", [*base, *extra])
         train, held_out = build_datasets(job_payload(cfg, settings.layout.base("tiny-llama")))
-        assert len(held_out) == rows and len(train) == 1640, extra
+        assert len(held_out) == rows and len(train) == 2460, extra
 
 
 def test_under_bf16_the_frozen_linear_weights_are_stored_in_bf16(settings, tiny_base, tmp_path):

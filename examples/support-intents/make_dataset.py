@@ -234,27 +234,27 @@ def build(n_train: int = N_TRAIN, n_eval: int = N_EVAL, n_golden: int = N_GOLDEN
     for row in hard or []:
         hard_index.add(normalize_text(user_of(row)), 0)
     index = NearDuplicateIndex()
-    pool: list[dict] = []
+
+    def fill(rows: list[dict], size: int, kinds: list[tuple[str, int]], max_attempts: int) -> None:
+        """Append new candidates to ``rows`` until it holds ``size``: none near a row drawn before or a hard row."""
+        attempts = 0
+        while len(rows) < size and attempts < max_attempts:
+            attempts += 1
+            row = candidate(rng, kinds)
+            text = normalize_text(user_of(row))
+            if hard_index.match(text) is None and index.add_if_new(text):
+                rows.append(row)
+        if len(rows) < size:
+            raise SystemExit(f"only {len(rows)} distinct rows of {size} after {attempts} attempts")
+
     target = n_train + n_eval + n_golden
-    attempts = 0
-    while len(pool) < target and attempts < 100_000:
-        attempts += 1
-        row = candidate(rng)
-        text = normalize_text(user_of(row))
-        if hard_index.match(text) is None and index.add_if_new(text):
-            pool.append(row)
-    if len(pool) < target:
-        raise SystemExit(f"only {len(pool)} distinct rows after {attempts} attempts")
+    pool: list[dict] = []
+    fill(pool, target, KINDS, 100_000)
     rng.shuffle(pool)
     splits = {"train": pool[:n_train], "eval": pool[n_train:n_train + n_eval], "golden": pool[n_train + n_eval:target]}
     # More training rows, drawn after the split so that the locked eval and golden rows stay as they
     # were; the same index keeps them distinct from every row above (and from the hard set).
-    while len(splits["train"]) < n_train + n_extra and attempts < 200_000:
-        attempts += 1
-        row = candidate(rng, EXTRA_KINDS)
-        text = normalize_text(user_of(row))
-        if hard_index.match(text) is None and index.add_if_new(text):
-            splits["train"].append(row)
+    fill(splits["train"], n_train + n_extra, EXTRA_KINDS, 100_000)
     return splits
 
 

@@ -1,7 +1,7 @@
-"""Attention for padding-free batches on the CPU: each row of the flat sequence attends to itself only.
+"""Attention for padding-free and packed batches on the CPU: each row of the flat sequence attends to itself only.
 
-A padding-free step (``padding_free: true``) sends its rows as one flat sequence with position
-ids. transformers' ``sdpa`` then builds a (tokens x tokens) block-diagonal mask and runs the
+A padding-free step (``padding_free: true``, or ``packing: true``) sends its rows as one flat
+sequence with position ids. transformers' ``sdpa`` then builds a (tokens x tokens) block-diagonal mask and runs the
 attention of the whole flat sequence: for 8 rows of ~48 tokens that is 8x the score entries of
 the rows themselves, and PyTorch's CPU flash kernel is slow on such small blocks (its backward
 costs ~8 ms per layer here). This implementation cuts the flat sequence at TRL's

@@ -62,7 +62,8 @@ def build_trainer(model: Any, args: dict, train_ds: Any, eval_ds: Any, tokenizer
     flat_limit = None  # padding-free without packing: TRL truncates only packed rows, so we cut to this
     if cfg.get("packing"):
         # bfd packing is padding-free: one flat row per batch with position_ids and no attention mask;
-        # transformers' sdpa/eager masks keep the packed rows apart (no flash attention needed on CPU).
+        # the attention keeps the packed rows apart (per row on the CPU, training/attention.py; sdpa's
+        # block mask elsewhere).
         # The eval set stays unpacked so the eval loss is measured the same way with and without packing.
         args.update(packing=True, packing_strategy="bfd", eval_packing=False)
     elif cfg.get("padding_free"):

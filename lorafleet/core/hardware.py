@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-__all__ = ["cpu_engine_dtype", "cpu_flags", "cpu_has_native_bf16"]
+__all__ = ["cpu_engine_dtype", "cpu_flags", "cpu_has_native_bf16", "malloc_in_use"]
 
 _AVX512_BF16_PATH = {"avx512bw", "avx512vl", "avx512dq"}
 
@@ -40,3 +40,15 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
 def cpu_engine_dtype() -> str:
     """The dtype a CPU engine (vLLM's ``--dtype``) serves in on this machine: bfloat16 where native, else float32."""
     return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def malloc_in_use(maps: Path = Path("/proc/self/maps")) -> str:
+    """The allocator this process runs on: "jemalloc" or "tcmalloc" where one is mapped (preloaded), else "libc"."""
+    try:
+        text = maps.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "unknown"
+    for name in ("jemalloc", "tcmalloc"):
+        if f"lib{name}" in text:
+            return name
+    return "libc"

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from lorafleet.core.settings import DEFAULT_BASE
 from lorafleet.serving.engine_kinds import health_path
+from lorafleet.training.job import RAY_NODE_ENV
 
 __all__ = [
     "ENGINE_KEY", "ENGINE_REPLICAS", "ENGINE_SECRET", "IMAGE", "KEYS_SECRET", "KUBERNETES", "NAMESPACE",
@@ -136,7 +137,7 @@ def trainer(fleet: Fleet, config: str | None = None) -> Process:
     by the same paths under the home, a volume every node of the training cluster mounts."""
     command = ["platform", "train", config or fleet.train_config, "--set", f"workers={fleet.train_workers}",
                "--address", "auto"]
-    return Process("trainer", command, _registry_env(fleet), dict(S3_CREDENTIALS),
+    return Process("trainer", command, {**_registry_env(fleet), **RAY_NODE_ENV}, dict(S3_CREDENTIALS),
                    {fleet.home: "train-home", "/dev/shm": "shm"})
 
 

@@ -21,7 +21,14 @@ from lorafleet.core.settings import Settings
 from lorafleet.training.config import TrainConfig
 from lorafleet.training.errors import JobFailed
 
-__all__ = ["JobResult", "ensure_ray", "job_payload", "run_training_job"]
+__all__ = ["RAY_NODE_ENV", "JobResult", "ensure_ray", "job_payload", "run_training_job"]
+
+# The environment every Ray node of a training cluster starts with. Ray preloads the jemalloc it
+# ships (ray/core/libjemalloc.so) into its own daemons and, with this, into its workers too. A
+# training step's tensors change size with every flat batch; glibc's malloc fragments under that
+# (the worker grew 11 MB a step and its steps from 1.5 to 2.7 s over 385 steps), jemalloc does not
+# (flat 2.6 GB, 1.5 s a step): docs/guides/train.md, "Memory allocator".
+RAY_NODE_ENV = {"RAY_LD_PRELOAD_ON_WORKERS": "1"}
 
 
 @dataclass
@@ -47,6 +54,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
+    for key, value in RAY_NODE_ENV.items():  # read by the embedded Ray's raylet, which this starts
+        os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():

@@ -78,7 +78,8 @@ def _run_pipeline(cfg: TrainConfig, settings: Settings, *, tracker: Any = None, 
     if job.metrics.get("train_runtime_s"):
         train_metrics["train_tokens_per_s"] = round(job.metrics["num_input_tokens_seen"] / job.metrics["train_runtime_s"], 1)
     if job.metrics.get("precision"):
-        say(f"computed in {job.metrics['precision']} (bf16_autocast: {str(cfg.bf16_autocast).lower()})")
+        say(f"computed in {job.metrics['precision']} (bf16_autocast: {str(cfg.bf16_autocast).lower()}), "
+            f"malloc: {job.metrics.get('malloc', 'unknown')}")
     nodes = {w["node_id"] for w in job.workers}
     if len(nodes) > 1:
         say(f"{len(job.workers)} workers ran on {len(nodes)} Ray nodes")

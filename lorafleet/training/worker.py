@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lorafleet.core.hardware import malloc_in_use
+
 __all__ = ["FINAL_MARKER", "build_datasets", "build_trainer", "load_model", "loss_curve", "score_only_labelled_tokens",
            "train_loop"]
 
@@ -282,7 +284,7 @@ def train_loop(cfg: dict) -> None:
 
     metrics: dict[str, Any] = {"train_loss": float(result.training_loss), "global_step": int(result.global_step),
                                "train_runtime_s": float(result.metrics.get("train_runtime", 0.0)),
-                               "precision": "bf16" if _bf16(cfg) else "fp32",
+                               "precision": "bf16" if _bf16(cfg) else "fp32", "malloc": malloc_in_use(),
                                "num_input_tokens_seen": int(trainer.state.num_input_tokens_seen or 0),
                                "loss_curve": loss_curve(trainer.state.log_history)}
     if cfg.get("early_stopping_patience"):

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from lorafleet.engine.process import free_port
+from lorafleet.training.job import RAY_NODE_ENV
 from tests.conftest import TINY_BASE
 from tests.registry_backends import S3_ENV, moto_s3
 
@@ -103,8 +104,10 @@ def _nodes(address: str, env: dict[str, str]) -> list[dict]:
 
 @pytest.fixture
 def ray_env() -> dict[str, str]:
-    """The environment of every Ray process here: token authentication with a token of this test's own."""
+    """The environment of every Ray process here: the fleet's Ray node environment, and token
+    authentication with a token of this test's own."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    env.update(RAY_NODE_ENV)
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_DEDUP_LOGS="0",
                RAY_USAGE_STATS_ENABLED="0")
     return env

@@ -50,6 +50,7 @@ def test_platform_train_evaluates_gates_and_force_pushes(settings, tiny_base, ra
     manifest = open_registry(settings).verify("tiny-intents@1")
     assert manifest.gate["passed"] is False and manifest.gate["forced"] is True
     assert manifest.training_metrics["global_step"] == 4 and manifest.training_metrics["attempts"] == 1
+    assert manifest.training_metrics["malloc"] == "jemalloc"  # Ray's own, preloaded into the embedded Ray's worker
     assert manifest.training_metrics["eval_loss"] > 0 and "base_eval_loss" in manifest.training_metrics
     assert set(manifest.dataset_sha256) == {"train", "eval", "golden"}
     train_rows = sum(1 for line in (EXAMPLE.parent / "train.jsonl").open() if line.strip())

@@ -91,6 +91,21 @@ def test_native_bf16_read_from_cpu_flags(tmp_path):
     assert cpu_flags(tmp_path / "absent") == frozenset()
 
 
+def test_malloc_read_from_the_process_maps(tmp_path):
+    """The allocator a process runs on, from the libraries mapped into it; libc when none is preloaded."""
+    from lorafleet.core.hardware import malloc_in_use
+
+    maps = tmp_path / "maps"
+    libc = "7f00-7f01 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+    maps.write_text(libc)
+    assert malloc_in_use(maps) == "libc"
+    maps.write_text("7e00-7e01 r-xp 00000000 08:01 2 /venv/site-packages/ray/core/libjemalloc.so\n" + libc)
+    assert malloc_in_use(maps) == "jemalloc"
+    maps.write_text("7e00-7e01 r-xp 00000000 08:01 3 /usr/lib/libtcmalloc_minimal.so.4\n" + libc)
+    assert malloc_in_use(maps) == "tcmalloc"
+    assert malloc_in_use(tmp_path / "absent") == "unknown"
+
+
 def test_engine_dtype_auto_follows_the_cpu(settings, tmp_path):
     """The engine starts in bfloat16 only where the CPU computes it natively; a setting forces either."""
     from lorafleet.core.hardware import cpu_has_native_bf16

@@ -137,7 +137,7 @@ def run_quickstart(settings: Settings, say: Callable[[str], None] = print, overr
     example = EXAMPLE.relative_to(EXAMPLE.parents[2])
     quick = (*QUICK_OVERRIDES, *overrides)
     say(f"{clock()} 3/6 platform train {example} --set {' --set '.join(quick)}, evaluated on the serving engine")
-    say(f"         a short run; `platform train {example}` trains the full recipe (about 11 min on 2 AVX512-BF16 cores)")
+    say(f"         a short run; `platform train {example}` trains the full recipe (11-15 min on 2 AVX512-BF16 cores)")
     cfg = load_train_config(EXAMPLE, list(quick))  # the caller's overrides win
 
     def trained() -> str | None:

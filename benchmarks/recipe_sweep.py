@@ -41,6 +41,7 @@ VARIANTS: dict[str, list[str]] = {
     "packed": ["packing=true", "batch_size=3"],            # 3 blocks of 128 tokens: about 7.5 rows a step
     "grouped": ["group_by_length=true"],                   # batches of similar length: 0.4% padding, not 20%
     "lr1e-3": ["learning_rate=0.001"],
+    "loraplus": ["learning_rate=0.001", "loraplus_lr_ratio=8"],  # LoRA+: B at 8e-3 (README: not shipped)
     "2-epochs": ["epochs=2"],
     "r32": ["peft.r=32", "peft.alpha=64"],
 }

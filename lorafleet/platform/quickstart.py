@@ -20,7 +20,7 @@ __all__ = ["run_quickstart", "EXAMPLE", "QUICK_OVERRIDES", "ROUTE"]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support-intents" / "train.yaml"
 ROUTE = "support-intents"
-# The quickstart shows the whole loop in minutes: a short run of the example's recipe (60 of its 205
+# The quickstart shows the whole loop in minutes: a short run of the example's recipe (60 of its 385
 # steps) scored on the first 50 rows of each set. `platform train` on the same file runs it in full.
 QUICK_OVERRIDES = ("max_steps=60", "eval.max_rows=50")
 # Step 5's concurrency: bounded, so its latencies show the service and not a client queue; 16 streams

@@ -311,6 +311,12 @@ class TrainConfig(ConfigModel):
         description="NEFTune: uniform noise of scale alpha / sqrt(tokens x hidden) added to the input embeddings "
         "in training steps only (transformers' neftune_noise_alpha; 5 is the paper's value). None: off.",
     )
+    loraplus_lr_ratio: float | None = Field(
+        default=None, ge=1,
+        description="LoRA+: the LoRA B matrices learn at this many times learning_rate (A at learning_rate; peft's "
+        "create_loraplus_optimizer, Axolotl's loraplus_lr_ratio; the paper suggests 16 with a somewhat lower "
+        "learning_rate). None: one learning rate for both.",
+    )
     checkpoint_every_steps: int = Field(default=20, ge=1, description="Save a Ray checkpoint every N steps.")
     max_failures: int = Field(default=2, ge=0, description="Ray FailureConfig retries; each resumes from the last checkpoint.")
     logging_steps: int = Field(default=5, ge=1, description="Report the loss every N steps.")

@@ -194,7 +194,21 @@ def build_trainer(cfg: dict, out_dir: str, callbacks: list, world: int = 1) -> A
                                    callbacks, cfg)
     trainer.remove_callback(PrinterCallback)  # the driver draws progress and loss
     trainer.remove_callback(HFProgress)
+    if cfg.get("loraplus_lr_ratio"):
+        trainer.optimizer = loraplus_optimizer(trainer, cfg["loraplus_lr_ratio"])
     return trainer
+
+
+def loraplus_optimizer(trainer: Any, ratio: float) -> Any:
+    """LoRA+ (peft's ``create_loraplus_optimizer``): the trainer's own optimizer class and settings,
+    with the LoRA B matrices at ``ratio`` x the learning rate. The trainer builds its schedule on it."""
+    from peft.optimizers import create_loraplus_optimizer
+
+    cls, kwargs = trainer.get_optimizer_cls_and_kwargs(trainer.args, trainer.model)
+    kwargs = dict(kwargs)
+    lr = kwargs.pop("lr", trainer.args.learning_rate)
+    return create_loraplus_optimizer(trainer.model, cls, lr=lr, loraplus_lr_ratio=ratio,
+                                     loraplus_weight_decay=trainer.args.weight_decay, **kwargs)
 
 
 def loss_curve(log_history: list[dict]) -> dict[str, list[list[float]]]:

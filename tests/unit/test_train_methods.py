@@ -504,3 +504,30 @@ def test_padding_free_training_on_the_cpu_uses_per_row_attention(settings, tiny_
 
     assert attention(["padding_free=true"]) == NAME
     assert attention(["padding_free=false"]) == "sdpa"
+
+
+def test_loraplus_trains_the_b_matrices_at_ratio_times_the_learning_rate(settings, tiny_base, tmp_path):
+    """``loraplus_lr_ratio``: every LoRA B matrix in a group at ratio x learning_rate, every A matrix at
+    learning_rate, nothing trainable left out; the schedule scales both; a ratio under 1 is refused."""
+    import pytest
+
+    from lorafleet.training.errors import TrainConfigError
+
+    sft = EXAMPLES / "support-intents" / "train.yaml"
+    cfg = load_train_config(sft, ["base=tiny-llama", "max_steps=2", "data.eval=null", "batch_size=2",
+                                  "checkpoint_every_steps=100", "cpus_per_worker=1", "peft.r=8",
+                                  "learning_rate=0.001", "loraplus_lr_ratio=16"])
+    trainer = build_trainer(job_payload(cfg, settings.layout.base("tiny-llama")), str(tmp_path / "hf"), [])
+    names = {id(p): n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    groups = {g["lr"]: [names[id(p)] for p in g["params"]] for g in trainer.optimizer.param_groups if g["params"]}
+    assert sorted(groups) == [0.001, 0.016]
+    assert groups[0.016] and all("lora_B" in n for n in groups[0.016])
+    assert groups[0.001] and all("lora_A" in n for n in groups[0.001])
+    assert sorted(groups[0.001] + groups[0.016]) == sorted(names.values())
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    result = trainer.train()
+    assert result.global_step == 2 and result.training_loss > 0
+    after = dict(trainer.model.named_parameters())
+    assert all(not torch_equal(before[n], after[n]) for n in before)  # B starts at zero and moved
+    with pytest.raises(TrainConfigError, match="loraplus_lr_ratio"):
+        load_train_config(sft, ["loraplus_lr_ratio=0.5"])

@@ -527,6 +527,8 @@ def test_loraplus_trains_the_b_matrices_at_ratio_times_the_learning_rate(setting
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
     result = trainer.train()
     assert result.global_step == 2 and result.training_loss > 0
+    assert trainer.lr_scheduler.optimizer is trainer.optimizer  # the schedule runs on the LoRA+ groups
+    assert {0.001, 0.016} <= set(trainer.lr_scheduler.base_lrs)
     after = dict(trainer.model.named_parameters())
     assert all(not torch_equal(before[n], after[n]) for n in before)  # B starts at zero and moved
     with pytest.raises(TrainConfigError, match="loraplus_lr_ratio"):
